@@ -1,0 +1,397 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/meshgate/meshgate/gate"
+	"github.com/meshgate/meshgate/probe"
+)
+
+// envPrefix starts the name of the variable that stands for each flag.
+const envPrefix = "MESHGATE_"
+
+// defaultProbe is Istio's readiness endpoint, the most common mesh.
+const defaultProbe = "http://localhost:15020/healthz/ready"
+
+// defaultForward is the list of signals forwarded to a supervised command.
+const defaultForward = "TERM,INT,HUP,QUIT,USR1,USR2,WINCH"
+
+// config is everything the command line and the environment say, checked
+// and nothing more. run builds the components from it.
+type config struct {
+	mode           string // "" (wrap), "wait", "check", "quit", "install", "version", "help"
+	probes         []string
+	preset         string
+	timeout        time.Duration
+	attemptTimeout time.Duration
+	backoffInitial time.Duration
+	backoffMax     time.Duration
+	onTimeout      string
+	insecure       bool
+	disabled       bool
+	quit           bool
+	quitURLs       []string
+	quitOn         string
+	quitRemote     bool
+	quitTimeout    time.Duration
+	forward        []syscall.Signal
+	logFormat      string
+	logLevel       string
+	command        []string // the command to run; for install, the destination
+	unknownEnv     []string // MESHGATE_* variables that name no flag
+}
+
+// quits reports whether the proxy is to be told to quit after the command.
+func (c config) quits() bool { return c.quit || len(c.quitURLs) > 0 }
+
+// mode describes one subcommand and the flag groups it takes.
+type mode struct {
+	name     string
+	synopsis string
+	about    string
+	probes   bool // --probe, --preset, --attempt-timeout, --disabled, ...
+	waits    bool // --timeout, --on-timeout, --backoff-*
+	quits    bool // --quit-url, --quit-timeout, --quit-allow-remote
+	flags    bool // takes flags at all
+}
+
+func modes() []mode {
+	return []mode{
+		{name: "", synopsis: "meshgate [flags] -- COMMAND [ARG...]", probes: true, waits: true, quits: true, flags: true,
+			about: "Wait until the mesh proxy is ready, then replace meshgate with COMMAND (same PID,\n" +
+				"same stdio, argv and environment as given). With --quit or --quit-url, run COMMAND as a\n" +
+				"child instead, forward signals to it, and tell the proxy to quit when it ends (Jobs)."},
+		{name: "wait", synopsis: "meshgate wait [flags]", probes: true, waits: true, flags: true,
+			about: "Wait until the mesh proxy is ready, then exit 0 (postStart hooks, scripts)."},
+		{name: "check", synopsis: "meshgate check [flags]", probes: true, flags: true,
+			about: "Try every probe once: exit 0 if all are ready, 1 if not (exec probes)."},
+		{name: "quit", synopsis: "meshgate quit [flags]", quits: true, flags: true,
+			about: "Tell the proxy to quit now (the --preset's quit endpoint, default istio, or --quit-url):\n" +
+				"exit 0 when every endpoint took it, 1 if not (Argo steps, scripts, preStop hooks)."},
+		{name: "install", synopsis: "meshgate install [flags] DEST", flags: true,
+			about: "Copy this binary to DEST/meshgate (DEST a directory, e.g. a shared emptyDir) or to the\n" +
+				"file DEST, atomically: for init containers whose image has no cp."},
+		{name: "version", synopsis: "meshgate version",
+			about: "Print the version."},
+		{name: "help", synopsis: "meshgate help [COMMAND]",
+			about: "Show help for meshgate or one of its commands."},
+	}
+}
+
+func lookupMode(name string) (mode, bool) {
+	for _, m := range modes() {
+		if m.name == name {
+			return m, true
+		}
+	}
+	return mode{}, false
+}
+
+// parse reads args and the environment into a config. The mode is set
+// even when it fails, so that help can be shown for it.
+func parse(args, environ []string) (config, error) {
+	var cfg config
+	if len(args) > 0 {
+		if m, ok := lookupMode(args[0]); ok && m.name != "" {
+			cfg.mode = m.name
+			args = args[1:]
+		} else if args[0] != "--" && !strings.HasPrefix(args[0], "-") {
+			return cfg, gate.Usagef("unknown command %q (to run a command, put it after --)", args[0])
+		}
+	}
+	m, _ := lookupMode(cfg.mode)
+	if !m.flags {
+		return parsePlain(cfg, m, args)
+	}
+	var forward string
+	fs := newFlagSet(m, &cfg, &forward)
+	if err := fs.Parse(args); err != nil {
+		return cfg, gate.Usage(err)
+	}
+	if help, _ := fs.GetBool("help"); help {
+		return cfg, pflag.ErrHelp
+	}
+	var err error
+	if cfg.unknownEnv, err = applyEnv(fs, environ); err != nil {
+		return cfg, err
+	}
+	if m.name == "" {
+		if cfg.forward, err = parseSignals(forward); err != nil {
+			return cfg, gate.Usagef("--forward-signals: %v", err)
+		}
+	}
+	if cfg.command, err = positional(m, fs.Args(), fs.ArgsLenAtDash()); err != nil {
+		return cfg, err
+	}
+	return cfg, validate(cfg, m)
+}
+
+// positional checks the arguments that are not flags.
+func positional(m mode, rest []string, dash int) ([]string, error) {
+	switch {
+	case m.name == "install" && len(rest) != 1:
+		return nil, gate.Usagef("install takes one destination, got %d arguments", len(rest))
+	case m.name == "install":
+		return rest, nil
+	case m.name != "" && len(rest) > 0:
+		return nil, gate.Usagef("%s takes no arguments, got %q", m.name, rest[0])
+	case m.name != "":
+		return nil, nil
+	case dash < 0 && len(rest) == 0:
+		return nil, gate.Usagef("missing command: usage is meshgate [flags] -- COMMAND [ARG...]")
+	case dash < 0:
+		return nil, gate.Usagef("missing -- before the command %q", rest[0])
+	case dash > 0:
+		return nil, gate.Usagef("unexpected argument %q before --", rest[0])
+	case len(rest) == 0:
+		return nil, gate.Usagef("missing command after --")
+	case rest[0] == "":
+		return nil, gate.Usagef("empty command after --")
+	}
+	return rest, nil
+}
+
+// parsePlain handles the modes without flags.
+func parsePlain(cfg config, m mode, args []string) (config, error) {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+		return cfg, pflag.ErrHelp
+	}
+	switch {
+	case m.name == "help" && len(args) <= 1:
+		if len(args) == 1 {
+			if _, ok := lookupMode(args[0]); !ok {
+				return cfg, gate.Usagef("help: unknown command %q", args[0])
+			}
+		}
+		cfg.command = args
+		return cfg, nil
+	case len(args) > 0:
+		return cfg, gate.Usagef("%s takes no arguments, got %q", m.name, args[0])
+	}
+	return cfg, nil
+}
+
+func newFlagSet(m mode, cfg *config, forward *string) *pflag.FlagSet {
+	fs := pflag.NewFlagSet("meshgate "+m.name, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are returned and printed once by run
+	fs.SortFlags = false
+	if m.probes {
+		fs.StringArrayVar(&cfg.probes, "probe", nil,
+			"readiness probe, repeatable; all must pass: http://, https:// (ready on 2xx) or tcp://HOST:PORT (ready when it connects) (default "+defaultProbe+")")
+	}
+	if m.probes || m.quits {
+		fs.StringVar(&cfg.preset, "preset", "", "use the endpoints of a mesh: "+presetNames()+"; --probe and --quit-url override them")
+	}
+	if m.waits {
+		fs.DurationVar(&cfg.timeout, "timeout", gate.DefaultTimeout, "give up waiting after this long; 0 waits for ever")
+		fs.StringVar(&cfg.onTimeout, "on-timeout", "fail", "after the timeout: fail (exit 69, the command never starts) or start (warn and go on)")
+	}
+	if m.probes {
+		fs.DurationVar(&cfg.attemptTimeout, "attempt-timeout", gate.DefaultAttemptTimeout, "bound on each attempt of each probe")
+	}
+	if m.waits {
+		fs.DurationVar(&cfg.backoffInitial, "backoff-initial", gate.DefaultBackOffInitial, "first pause between attempts (the first attempt is immediate)")
+		fs.DurationVar(&cfg.backoffMax, "backoff-max", gate.DefaultBackOffMax, "largest pause between attempts")
+	}
+	if m.probes {
+		fs.BoolVar(&cfg.insecure, "insecure-skip-verify", false, "do not verify https probes' certificates")
+		fs.BoolVar(&cfg.disabled, "disabled", false, "do not wait: start the command (or pass the check) at once; does not turn off --quit")
+	}
+	if m.name == "" {
+		fs.BoolVar(&cfg.quit, "quit", false, "supervise the command and tell the proxy to quit when it ends (the --preset's quit endpoint, default istio)")
+	}
+	if m.quits {
+		fs.StringArrayVar(&cfg.quitURLs, "quit-url", nil, "quit endpoint to POST to (repeatable; implies --quit), e.g. another sidecar's")
+	}
+	if m.name == "" {
+		fs.StringVar(&cfg.quitOn, "quit-on", "always", "when to quit: always, or success (only if the command exited 0; for restartPolicy: OnFailure)")
+	}
+	if m.quits {
+		fs.DurationVar(&cfg.quitTimeout, "quit-timeout", gate.DefaultQuitLimit, "bound on the whole quit, retries included")
+		fs.BoolVar(&cfg.quitRemote, "quit-allow-remote", false, "allow quit URLs whose host is not loopback")
+	}
+	if m.name == "" {
+		fs.StringVar(forward, "forward-signals", defaultForward, "signals forwarded to a supervised command (names, comma-separated)")
+	}
+	fs.StringVar(&cfg.logFormat, "log-format", "json", "log format on stderr: json or console")
+	fs.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.BoolP("help", "h", false, "show this help")
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Name != "help" {
+			f.Usage += " [$" + envName(f.Name) + "]"
+		}
+	})
+	return fs
+}
+
+func presetNames() string {
+	var names []string
+	for _, p := range probe.Presets() {
+		names = append(names, p.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// envName gives the variable that stands for a flag: --attempt-timeout is
+// MESHGATE_ATTEMPT_TIMEOUT.
+func envName(flag string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// applyEnv sets each flag not given on the command line from its variable,
+// if that is set and not empty. Repeatable flags take a comma-separated
+// list. It returns the MESHGATE_ variables that name no flag of any mode,
+// for a warning: a typo must not pass unseen, but a newer chart must not
+// stop an older binary either.
+func applyEnv(fs *pflag.FlagSet, environ []string) ([]string, error) {
+	env := map[string]string{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		v := env[envName(f.Name)]
+		if err != nil || f.Changed || v == "" || f.Name == "help" {
+			return
+		}
+		values := []string{v}
+		if f.Value.Type() == "stringArray" {
+			values = strings.Split(v, ",")
+		}
+		for _, one := range values {
+			if e := f.Value.Set(strings.TrimSpace(one)); e != nil {
+				err = gate.Usagef("%s=%q: %v", envName(f.Name), v, e)
+				return
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	known := map[string]bool{}
+	for _, m := range modes() {
+		if m.flags {
+			newFlagSet(m, &config{}, new(string)).VisitAll(func(f *pflag.Flag) { known[envName(f.Name)] = true })
+		}
+	}
+	var unknown []string
+	for k := range env {
+		if strings.HasPrefix(k, envPrefix) && !known[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	sort.Strings(unknown)
+	return unknown, nil
+}
+
+// signalNumbers are the signals --forward-signals may name. Left out on
+// purpose: KILL and STOP (cannot be caught), CHLD (ours, for reaping), and
+// the synchronous ones (ILL, TRAP, ABRT, BUS, FPE, SEGV, SYS), which
+// report a fault of the process that gets them.
+func signalNumbers() map[string]syscall.Signal {
+	return map[string]syscall.Signal{
+		"HUP": syscall.SIGHUP, "INT": syscall.SIGINT, "QUIT": syscall.SIGQUIT, "USR1": syscall.SIGUSR1,
+		"USR2": syscall.SIGUSR2, "PIPE": syscall.SIGPIPE, "ALRM": syscall.SIGALRM, "TERM": syscall.SIGTERM,
+		"CONT": syscall.SIGCONT, "TSTP": syscall.SIGTSTP, "TTIN": syscall.SIGTTIN, "TTOU": syscall.SIGTTOU,
+		"URG": syscall.SIGURG, "XCPU": syscall.SIGXCPU, "XFSZ": syscall.SIGXFSZ, "VTALRM": syscall.SIGVTALRM,
+		"PROF": syscall.SIGPROF, "WINCH": syscall.SIGWINCH, "IO": syscall.SIGIO, "PWR": syscall.SIGPWR,
+	}
+}
+
+// parseSignals reads a list such as "TERM,SIGINT,usr1"; an empty list
+// forwards nothing.
+func parseSignals(list string) ([]syscall.Signal, error) {
+	var sigs []syscall.Signal
+	known := signalNumbers()
+	for _, name := range strings.Split(list, ",") {
+		name = strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(name)), "SIG")
+		if name == "" {
+			continue
+		}
+		s, ok := known[name]
+		if !ok {
+			return nil, fmt.Errorf("cannot forward signal %q", name)
+		}
+		sigs = append(sigs, s)
+	}
+	return sigs, nil
+}
+
+// validate checks values that parse but make no sense together.
+func validate(cfg config, m mode) error {
+	if m.probes && cfg.attemptTimeout <= 0 {
+		return gate.Usagef("--attempt-timeout must be positive, got %s", cfg.attemptTimeout)
+	}
+	if m.waits {
+		switch {
+		case cfg.timeout < 0:
+			return gate.Usagef("--timeout must not be negative, got %s (0 waits for ever)", cfg.timeout)
+		case cfg.backoffInitial <= 0:
+			return gate.Usagef("--backoff-initial must be positive, got %s", cfg.backoffInitial)
+		case cfg.backoffMax < cfg.backoffInitial:
+			return gate.Usagef("--backoff-max (%s) must not be less than --backoff-initial (%s)", cfg.backoffMax, cfg.backoffInitial)
+		case cfg.onTimeout != "fail" && cfg.onTimeout != "start":
+			return gate.Usagef("--on-timeout must be fail or start, got %q", cfg.onTimeout)
+		}
+	}
+	if m.quits && cfg.quitTimeout <= 0 {
+		return gate.Usagef("--quit-timeout must be positive, got %s", cfg.quitTimeout)
+	}
+	if m.name == "" && cfg.quitOn != "always" && cfg.quitOn != "success" {
+		return gate.Usagef("--quit-on must be always or success, got %q", cfg.quitOn)
+	}
+	if cfg.preset != "" {
+		if _, err := probe.LookupPreset(cfg.preset); err != nil {
+			return gate.Usage(err)
+		}
+	}
+	if cfg.logFormat != "json" && cfg.logFormat != "console" {
+		return gate.Usagef("--log-format must be json or console, got %q", cfg.logFormat)
+	}
+	if !knownLevel(cfg.logLevel) {
+		return gate.Usagef("--log-level must be debug, info, warn or error, got %q", cfg.logLevel)
+	}
+	if _, err := buildProbes(cfg); err != nil {
+		return err
+	}
+	_, err := quitURLs(cfg)
+	return err
+}
+
+func knownLevel(l string) bool {
+	_, err := zapcore.ParseLevel(l)
+	return err == nil && (l == "debug" || l == "info" || l == "warn" || l == "error")
+}
+
+// usage is the help text of a mode.
+func usage(name string) string {
+	m, _ := lookupMode(name)
+	var b strings.Builder
+	fmt.Fprintf(&b, "Usage: %s\n", m.synopsis)
+	if m.name == "" {
+		for _, o := range modes()[1:] {
+			fmt.Fprintf(&b, "       %s\n", o.synopsis)
+		}
+	}
+	fmt.Fprintf(&b, "\n%s\n", m.about)
+	if m.flags {
+		fmt.Fprintf(&b, "\nFlags (each also read from the variable in brackets; the command line wins):\n%s",
+			newFlagSet(m, &config{}, new(string)).FlagUsages())
+	}
+	if m.name == "" {
+		b.WriteString("\nExit codes: the command's own once it runs (128+N if signal N killed a supervised command);\n" +
+			"2 bad usage; 69 proxy not ready in time; 126 command not executable; 127 command not found;\n" +
+			"128+N signal N while waiting; 1 other errors.\n")
+	}
+	return b.String()
+}

@@ -1,0 +1,71 @@
+// Command meshgate holds an application back until its mesh proxy is ready.
+//
+// Usage:
+//
+//	meshgate [flags] -- COMMAND [ARG...]
+//	meshgate --quit [flags] -- COMMAND [ARG...]
+//	meshgate wait [flags]
+//	meshgate check [flags]
+//	meshgate quit [flags]
+//	meshgate install DEST
+//	meshgate version
+//	meshgate help [COMMAND]
+//
+// With a command, meshgate polls the proxy's readiness endpoint (by default
+// Istio's http://localhost:15020/healthz/ready) with backoff until it
+// answers ready, then replaces itself with COMMAND through execve: the
+// command keeps meshgate's PID, stdio and environment, and receives its
+// argv exactly as given. Flags after -- belong to the command. "wait" waits
+// the same way and exits 0; "check" tries every probe once and exits 0 if
+// all are ready, 1 if not.
+//
+// With --quit or --quit-url (for Jobs), meshgate supervises instead of
+// exec'ing: it runs COMMAND as its child, forwards signals to it, reaps
+// zombies, and when the child ends POSTs to the proxy's quit endpoint, then
+// exits with the child's status. The quit also follows a command that could
+// not start and a wait that timed out; --quit-on success limits it to runs
+// that exited 0. "quit" sends the quit at once. "install DEST" copies the
+// binary atomically to DEST/meshgate, for init containers without cp.
+//
+// Probes are given with --probe (repeatable, all must pass) as
+// http://HOST[:PORT]/PATH, https://... (ready on 2xx, redirects not
+// followed) or tcp://HOST:PORT (ready when a connection opens), or with
+// --preset istio|linkerd|envoy|consul|kuma. "localhost" means the loopback
+// addresses and is never looked up, so images without /etc/hosts work.
+//
+// Every flag can also be set through MESHGATE_<FLAG> (MESHGATE_TIMEOUT=30s,
+// MESHGATE_PROBE=a,b); the command line wins. MESHGATE_DISABLED=true skips
+// the wait. meshgate logs to stderr only (JSON, or --log-format console).
+//
+// Exit codes:
+//
+//	N       the command's own status, once it runs (it replaced meshgate, or
+//	        meshgate supervised it; 128+N if signal N killed it)
+//	0       wait or check: the proxy is ready; quit: every endpoint took it
+//	1       check: a probe is not ready; quit: an endpoint refused; install:
+//	        an I/O error; any error not listed here
+//	2       bad flags, environment variables or arguments
+//	69      the proxy was not ready within --timeout (EX_UNAVAILABLE)
+//	126     the command was found but cannot be executed (e.g. a directory)
+//	127     the command was not found
+//	128+N   signal N (SIGTERM, SIGINT, SIGHUP, SIGQUIT) arrived while waiting
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at link time by the Makefile.
+var version = "dev"
+
+func main() {
+	c := make(chan os.Signal, 32)
+	// Catching these also makes them reach us as PID 1, and exec resets
+	// caught signals to their defaults for the command.
+	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT)
+	sigs := signals{C: c, Notify: func(s ...os.Signal) { signal.Notify(c, s...) }}
+	os.Exit(run(context.Background(), os.Args[1:], os.Environ(), os.Stdout, os.Stderr, sigs))
+}

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/spf13/pflag"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/meshgate/meshgate/gate"
+	"github.com/meshgate/meshgate/probe"
+)
+
+// signals is how run receives the process's signals: main connects C to
+// os/signal for the signals that stop a wait, and Notify adds more (those
+// forwarded to a supervised command). Tests use a plain channel.
+type signals struct {
+	C      chan os.Signal
+	Notify func(...os.Signal) // nil: nothing more can be asked for
+}
+
+// run is meshgate from the command line to the exit code. In wrap mode it
+// does not return when the command starts: the command takes its place.
+func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer, sigs signals) int {
+	cfg, err := parse(args, environ)
+	if errors.Is(err, pflag.ErrHelp) {
+		fmt.Fprint(stdout, usage(cfg.mode))
+		return gate.ExitOK
+	}
+	if err != nil {
+		// No logger yet: its format is part of what failed to parse.
+		fmt.Fprintf(stderr, "meshgate: %v\n", err)
+		return gate.ExitCode(err)
+	}
+	switch cfg.mode {
+	case "version":
+		fmt.Fprintf(stdout, "meshgate %s\n", version)
+		return gate.ExitOK
+	case "help":
+		name := ""
+		if len(cfg.command) > 0 {
+			name = cfg.command[0]
+		}
+		fmt.Fprint(stdout, usage(name))
+		return gate.ExitOK
+	}
+	log := newLogger(cfg, stderr)
+	for _, name := range cfg.unknownEnv {
+		log.Warn("ignoring unknown variable", zap.String("variable", name))
+	}
+	err = start(ctx, cfg, environ, log, sigs)
+	code := gate.ExitCode(err)
+	if err != nil {
+		log.Error("exiting", zap.Int("code", code), zap.Error(err))
+	}
+	_ = log.Sync()
+	return code
+}
+
+// start builds the components from cfg and carries out the mode.
+func start(ctx context.Context, cfg config, environ []string, log *zap.Logger, sigs signals) error {
+	probes, err := buildProbes(cfg)
+	if err != nil {
+		return err
+	}
+	urls, err := quitURLs(cfg)
+	if err != nil {
+		return err
+	}
+	quitter := &gate.Quitter{URLs: urls, Limit: cfg.quitTimeout, Log: log}
+	g := &gate.Gate{
+		Probes:         probes,
+		Timeout:        cfg.timeout,
+		AttemptTimeout: cfg.attemptTimeout,
+		BackOff: func() backoff.BackOff {
+			return gate.NewBackOff(cfg.backoffInitial, cfg.backoffMax)
+		},
+		Signals: sigs.C,
+		Log:     log,
+	}
+	switch cfg.mode {
+	case "install":
+		_, err := (&gate.Installer{Log: log}).Install(cfg.command[0])
+		return err
+	case "quit":
+		return quitter.Quit(ctx)
+	case "check":
+		if cfg.disabled {
+			log.Info("check disabled; reporting ready")
+			return nil
+		}
+		return g.Check(ctx)
+	case "wait":
+		return wait(ctx, cfg, g, log)
+	}
+	if cfg.quits() {
+		return supervise(ctx, cfg, g, quitter, environ, log, sigs)
+	}
+	// A command that cannot start fails now, not after a long wait.
+	if _, err := gate.Resolve(cfg.command[0], environ); err != nil {
+		return err
+	}
+	if err := wait(ctx, cfg, g, log); err != nil {
+		return err
+	}
+	return g.Exec(cfg.command, environ)
+}
+
+// wait waits unless disabled; with --on-timeout=start a timeout is only
+// a warning.
+func wait(ctx context.Context, cfg config, g *gate.Gate, log *zap.Logger) error {
+	if cfg.disabled {
+		log.Info("wait disabled; not waiting for the proxy")
+		return nil
+	}
+	err := g.Wait(ctx)
+	if errors.Is(err, gate.ErrNotReady) && cfg.onTimeout == "start" {
+		log.Warn("proxy not ready; going on as --on-timeout=start asks", zap.Error(err))
+		return nil
+	}
+	return err
+}
+
+// supervise waits, runs the command as a child, and then tells the proxy
+// to quit: also when the command could not start or the proxy never became
+// ready, so that a broken Job does not leave its pod running for ever. A
+// signal during the wait means the pod is stopping, and the kubelet stops
+// the proxy itself: no quit then.
+func supervise(ctx context.Context, cfg config, g *gate.Gate, q *gate.Quitter, environ []string, log *zap.Logger, sigs signals) error {
+	if sigs.Notify != nil {
+		forward := make([]os.Signal, len(cfg.forward))
+		for i, s := range cfg.forward {
+			forward[i] = s
+		}
+		sigs.Notify(forward...)
+	}
+	_, err := gate.Resolve(cfg.command[0], environ)
+	if err == nil {
+		err = wait(ctx, cfg, g, log)
+		var se *gate.SignalError
+		if errors.As(err, &se) {
+			return err
+		}
+		if err == nil {
+			err = g.Supervise(cfg.command, environ)
+		}
+	}
+	if cfg.quitOn == "success" && err != nil {
+		log.Info("not telling the proxy to quit: the run failed and --quit-on=success",
+			zap.Int("code", gate.ExitCode(err)))
+		return err
+	}
+	if qerr := q.Quit(ctx); qerr != nil && err == nil {
+		// The command's status stays the result; each failed endpoint
+		// was logged with advice.
+		log.Warn("the proxy may keep the pod running", zap.Error(qerr))
+	}
+	return err
+}
+
+func buildProbes(cfg config) ([]probe.Probe, error) {
+	specs := cfg.probes
+	if len(specs) == 0 {
+		specs = []string{defaultProbe}
+		if cfg.preset != "" {
+			p, err := probe.LookupPreset(cfg.preset)
+			if err != nil {
+				return nil, gate.Usage(err)
+			}
+			specs = []string{p.Ready}
+		}
+	}
+	opts := probe.Options{InsecureSkipVerify: cfg.insecure, UserAgent: "meshgate/" + version}
+	var probes []probe.Probe
+	for _, s := range specs {
+		p, err := probe.Parse(s, opts)
+		if err != nil {
+			return nil, gate.Usage(err)
+		}
+		probes = append(probes, p)
+	}
+	return probes, nil
+}
+
+// quitURLs lists the endpoints to quit: --quit-url, or the preset's with
+// --quit (and always for the quit command), Istio's by default.
+func quitURLs(cfg config) ([]*url.URL, error) {
+	specs := cfg.quitURLs
+	if len(specs) == 0 && (cfg.quit || cfg.mode == "quit") {
+		name := cfg.preset
+		if name == "" {
+			name = "istio"
+		}
+		p, err := probe.LookupPreset(name)
+		if err != nil {
+			return nil, gate.Usage(err)
+		}
+		specs = []string{p.Quit}
+	}
+	var urls []*url.URL
+	for _, s := range specs {
+		u, err := gate.ParseQuitURL(s, cfg.quitRemote)
+		if err != nil {
+			return nil, gate.Usage(err)
+		}
+		urls = append(urls, u)
+	}
+	return urls, nil
+}
+
+// newLogger builds the one logger of the process, on stderr: stdout belongs
+// to the command.
+func newLogger(cfg config, stderr io.Writer) *zap.Logger {
+	level, _ := zapcore.ParseLevel(cfg.logLevel) // checked by validate
+	var enc zapcore.Encoder
+	if cfg.logFormat == "console" {
+		ec := zap.NewDevelopmentEncoderConfig()
+		ec.EncodeTime = zapcore.TimeEncoderOfLayout("15:04:05.000")
+		enc = zapcore.NewConsoleEncoder(ec)
+	} else {
+		ec := zap.NewProductionEncoderConfig()
+		ec.EncodeTime = zapcore.ISO8601TimeEncoder
+		ec.EncodeDuration = zapcore.StringDurationEncoder
+		enc = zapcore.NewJSONEncoder(ec)
+	}
+	core := zapcore.NewCore(enc, zapcore.AddSync(stderr), level)
+	return zap.New(core).Named("meshgate")
+}

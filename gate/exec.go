@@ -1,0 +1,169 @@
+package gate
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"unsafe"
+
+	"go.uber.org/zap"
+)
+
+// DefaultPath is searched when the environment has no PATH, as execvp and
+// container runtimes do.
+const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// Exec replaces the process with argv, looked up on env's PATH, with env as
+// its environment. It returns only on failure: code 127 when the command is
+// not found, 126 when it cannot be executed, 128+N when signal N arrived
+// before the exec.
+func (g *Gate) Exec(argv, env []string) error {
+	if len(argv) == 0 {
+		return Usagef("empty command")
+	}
+	path, err := Resolve(argv[0], env)
+	if err != nil {
+		return err
+	}
+	// A signal that came while we were getting ready still counts: the
+	// command must not start after the pod was asked to stop.
+	select {
+	case s := <-g.Signals:
+		return signalExit(s)
+	default:
+	}
+	log := g.log()
+	log.Info("exec", zap.String("path", path), zap.Strings("argv", argv))
+	_ = log.Sync() // deferred calls do not run after exec; EINVAL on pipes is fine
+	execve := g.Execve
+	if execve == nil {
+		execve = execClean
+	}
+	if err := execve(path, argv, env); err != nil {
+		return execError(path, err)
+	}
+	return nil
+}
+
+// execClean calls execve with an empty signal mask. A caller may have
+// started us with signals blocked, and a blocked mask survives exec; the
+// command must start as if we were not there. Ignored signals are not a
+// concern: the Go runtime catches every signal it may (and os/signal
+// catches SIGHUP and SIGINT, the two it leaves ignored), and exec resets
+// caught signals to their defaults.
+func execClean(path string, argv, env []string) error {
+	// If exec fails the thread keeps its empty mask, which is what the
+	// runtime wants of its threads anyway.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := clearSignalMask(); err != nil {
+		return err
+	}
+	return syscall.Exec(path, argv, env)
+}
+
+// clearSignalMask unblocks every signal on the calling thread, which the
+// caller has locked. Both execve and fork hand this thread's mask on.
+func clearSignalMask() error {
+	var empty [2]uint32 // a 64-bit sigset_t
+	const sigSetMask = 2
+	if _, _, e := syscall.RawSyscall6(syscall.SYS_RT_SIGPROCMASK, sigSetMask,
+		uintptr(unsafe.Pointer(&empty)), 0, unsafe.Sizeof(empty), 0, 0); e != 0 {
+		return fmt.Errorf("clear signal mask: %w", e)
+	}
+	return nil
+}
+
+// execError maps a failed execve to an exit code: ENOENT after the file
+// was found means its interpreter or dynamic loader is missing (127, as sh
+// reports it), anything else means it cannot be executed (126).
+func execError(path string, err error) error {
+	if errors.Is(err, syscall.ENOENT) {
+		return &ExitError{Code: ExitNotFound, Err: fmt.Errorf("exec %s: %w (a missing interpreter or dynamic loader?)", path, err)}
+	}
+	return &ExitError{Code: ExitNotExecutable, Err: fmt.Errorf("exec %s: %w", path, err)}
+}
+
+// Resolve finds the command name on the PATH of env, as Exec will; the
+// caller can use it to fail at once, before a long wait, on a command that
+// will never start.
+func Resolve(name string, env []string) (string, error) {
+	if name == "" {
+		return "", Usagef("empty command")
+	}
+	return LookPath(name, pathOf(env))
+}
+
+func pathOf(env []string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(env[i], "PATH="); ok {
+			return v
+		}
+	}
+	return DefaultPath
+}
+
+// LookPath finds the executable file for name the way a shell would: a name
+// with a slash is used as it is, any other is searched in the directories
+// of path. Relative directories in path are skipped, so that the current
+// directory never supplies the command by accident. The error is an
+// *ExitError with code 127 (not found) or 126 (found, not executable).
+func LookPath(name, path string) (string, error) {
+	if strings.Contains(name, "/") {
+		if err := checkExecutable(name); err != nil {
+			return "", err
+		}
+		return name, nil
+	}
+	var found error // the first file that exists but cannot be run
+	for _, dir := range filepath.SplitList(path) {
+		if !filepath.IsAbs(dir) {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		err := checkExecutable(p)
+		if err == nil {
+			return p, nil
+		}
+		if ExitCode(err) == ExitNotExecutable && found == nil {
+			found = err
+		}
+	}
+	if found != nil {
+		return "", found
+	}
+	return "", &ExitError{Code: ExitNotFound, Err: fmt.Errorf("command %q not found in PATH %q", name, path)}
+}
+
+func checkExecutable(p string) error {
+	fi, err := os.Stat(p)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR):
+		return &ExitError{Code: ExitNotFound, Err: fmt.Errorf("command %q not found", p)}
+	case err != nil:
+		return &ExitError{Code: ExitNotExecutable, Err: fmt.Errorf("command %q: %w", p, unwrapPathError(err))}
+	case fi.IsDir():
+		return &ExitError{Code: ExitNotExecutable, Err: fmt.Errorf("command %q is a directory", p)}
+	case !fi.Mode().IsRegular():
+		return &ExitError{Code: ExitNotExecutable, Err: fmt.Errorf("command %q is not a regular file", p)}
+	}
+	// Ask the kernel rather than reading mode bits: it knows our UID, our
+	// groups and noexec mounts.
+	if err := syscall.Access(p, 0x1 /* X_OK */); err != nil {
+		return &ExitError{Code: ExitNotExecutable, Err: fmt.Errorf("command %q is not executable: %w", p, err)}
+	}
+	return nil
+}
+
+func unwrapPathError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}

@@ -1,0 +1,327 @@
+package gate
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/meshgate/meshgate/probe"
+)
+
+// instantTimer fires at once and records the pauses it was asked for.
+type instantTimer struct {
+	c      chan time.Time
+	pauses []time.Duration
+}
+
+func newInstantTimer() *instantTimer { return &instantTimer{c: make(chan time.Time, 1)} }
+
+func (t *instantTimer) Start(d time.Duration) {
+	t.pauses = append(t.pauses, d)
+	t.c <- time.Time{}
+}
+func (t *instantTimer) Stop()                {}
+func (t *instantTimer) C() <-chan time.Time  { return t.c }
+func (t *instantTimer) count() int           { return len(t.pauses) }
+func (t *instantTimer) first() time.Duration { return t.pauses[0] }
+func (t *instantTimer) last() time.Duration  { return t.pauses[len(t.pauses)-1] }
+
+// failing returns a probe that fails n times, then passes, and counts calls.
+func failing(n int64, err error) (probe.Probe, *atomic.Int64) {
+	var calls atomic.Int64
+	return probe.Func(func(context.Context) error {
+		if calls.Add(1) <= n {
+			return err
+		}
+		return nil
+	}), &calls
+}
+
+// fakeClock advances by step on every reading.
+func fakeClock(step time.Duration) func() time.Time {
+	var n atomic.Int64
+	base := time.Unix(1_700_000_000, 0)
+	return func() time.Time { return base.Add(time.Duration(n.Add(1)) * step) }
+}
+
+func TestWaitRetriesUntilReady(t *testing.T) {
+	p, calls := failing(4, errors.New("connection refused"))
+	timer := newInstantTimer()
+	core, logs := observer.New(zap.DebugLevel)
+	g := &Gate{Probes: []probe.Probe{p}, Timer: timer, Log: zap.New(core)}
+	if err := g.Wait(context.Background()); err != nil {
+		t.Fatalf("Wait = %v, want nil", err)
+	}
+	if got := calls.Load(); got != 5 {
+		t.Errorf("probe called %d times, want 5", got)
+	}
+	if got := timer.count(); got != 4 {
+		t.Errorf("paused %d times, want 4 (none before the first attempt)", got)
+	}
+	ready := logs.FilterMessage("proxy ready").All()
+	if len(ready) != 1 || ready[0].ContextMap()["attempts"] != int64(5) {
+		t.Errorf("proxy ready lines = %v, want one with attempts=5", ready)
+	}
+	if got := logs.FilterMessage("proxy not ready").Len(); got != 4 {
+		t.Errorf("%d debug lines for failed attempts, want 4", got)
+	}
+}
+
+func TestWaitAlreadyReadyDoesNotPause(t *testing.T) {
+	p, calls := failing(0, nil)
+	timer := newInstantTimer()
+	g := &Gate{Probes: []probe.Probe{p}, Timer: timer}
+	if err := g.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if calls.Load() != 1 || timer.count() != 0 {
+		t.Errorf("attempts = %d, pauses = %d; want 1 and 0", calls.Load(), timer.count())
+	}
+}
+
+func TestWaitBackOffGrowsToMax(t *testing.T) {
+	p, _ := failing(30, errors.New("refused"))
+	timer := newInstantTimer()
+	g := &Gate{Probes: []probe.Probe{p}, Timer: timer,
+		BackOff: func() backoff.BackOff { return NewBackOff(10*time.Millisecond, 200*time.Millisecond) }}
+	if err := g.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// ±50% jitter around the interval.
+	if f := timer.first(); f < 5*time.Millisecond || f > 15*time.Millisecond {
+		t.Errorf("first pause %s, want 10ms ± 50%%", f)
+	}
+	if l := timer.last(); l < 100*time.Millisecond || l > 300*time.Millisecond {
+		t.Errorf("last pause %s, want 200ms ± 50%%", l)
+	}
+}
+
+func TestWaitTimesOutWithLastErrors(t *testing.T) {
+	refused, _ := failing(1<<40, errors.New("connection refused"))
+	ready, _ := failing(0, nil)
+	notReady := probe.Func(func(context.Context) error {
+		return &probe.NotReadyError{Status: "503 Service Unavailable"}
+	})
+	g := &Gate{Probes: []probe.Probe{refused, ready, notReady}, Timer: newInstantTimer()}
+	// The deadline has passed by the end of the first attempt.
+	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	err := g.Wait(ctx)
+	if got := ExitCode(err); got != ExitNotReady {
+		t.Fatalf("ExitCode(%v) = %d, want %d", err, got, ExitNotReady)
+	}
+	if !errors.Is(err, ErrNotReady) {
+		t.Errorf("errors.Is(%v, ErrNotReady) = false", err)
+	}
+	var te *TimeoutError
+	if !errors.As(err, &te) || te.Attempts != 1 {
+		t.Fatalf("err = %#v, want a TimeoutError after 1 attempt", err)
+	}
+	msg := err.Error()
+	for _, want := range []string{"proxy not ready after", "func: connection refused", "func: answered 503"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not say %q", msg, want)
+		}
+	}
+	if got := strings.Count(msg, "func:"); got != 2 {
+		t.Errorf("error %q lists %d probes, want the 2 not ready", msg, got)
+	}
+}
+
+// expiring is a context whose deadline passes when expire is called.
+type expiring struct {
+	context.Context
+	done chan struct{}
+}
+
+func newExpiring() *expiring {
+	return &expiring{Context: context.Background(), done: make(chan struct{})}
+}
+
+func (e *expiring) expire()               { close(e.done) }
+func (e *expiring) Done() <-chan struct{} { return e.done }
+func (e *expiring) Err() error {
+	select {
+	case <-e.done:
+		return context.DeadlineExceeded
+	default:
+		return nil
+	}
+}
+
+func TestWaitTimeoutDuringPauseKeepsLastError(t *testing.T) {
+	p, _ := failing(1<<40, errors.New("connection refused"))
+	ctx := newExpiring()
+	// The deadline passes while the gate pauses between attempts.
+	timer := &stuckTimer{onStart: ctx.expire}
+	g := &Gate{Probes: []probe.Probe{p}, Timer: timer}
+	err := g.Wait(ctx)
+	if ExitCode(err) != ExitNotReady || !strings.Contains(err.Error(), "func: connection refused") {
+		t.Errorf("Wait = %v, want exit 69 with the last error", err)
+	}
+}
+
+func TestWaitTimeoutCutsFirstAttempt(t *testing.T) {
+	ctx := newExpiring()
+	hangs := probe.Func(func(actx context.Context) error {
+		ctx.expire()
+		<-actx.Done()
+		return actx.Err()
+	})
+	err := (&Gate{Probes: []probe.Probe{hangs}, AttemptTimeout: time.Hour}).Wait(ctx)
+	if ExitCode(err) != ExitNotReady || !strings.Contains(err.Error(), "func: no answer before the timeout") {
+		t.Errorf("Wait = %v, want exit 69 saying the probe never answered", err)
+	}
+}
+
+func TestWaitCancelledIsNotATimeout(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	p, _ := failing(1<<40, errors.New("refused"))
+	err := (&Gate{Probes: []probe.Probe{p}, Timer: newInstantTimer()}).Wait(ctx)
+	if ExitCode(err) != ExitFailure || !errors.Is(err, context.Canceled) {
+		t.Errorf("Wait = %v, want exit 1 and context.Canceled", err)
+	}
+}
+
+type stuckTimer struct{ onStart func() }
+
+func (s *stuckTimer) Start(time.Duration) {
+	if s.onStart != nil {
+		s.onStart()
+	}
+}
+func (s *stuckTimer) Stop()               {}
+func (s *stuckTimer) C() <-chan time.Time { return nil }
+
+func TestWaitSignalWhilePaused(t *testing.T) {
+	p, _ := failing(1<<40, errors.New("refused"))
+	sigs := make(chan os.Signal, 1)
+	timer := &stuckTimer{onStart: func() { sigs <- syscall.SIGTERM }}
+	g := &Gate{Probes: []probe.Probe{p}, Timer: timer, Signals: sigs}
+	err := g.Wait(context.Background())
+	if got := ExitCode(err); got != 143 {
+		t.Errorf("ExitCode(%v) = %d, want 143", err, got)
+	}
+	var se *SignalError
+	if !errors.As(err, &se) || se.Signal != syscall.SIGTERM {
+		t.Errorf("err = %v, want a SignalError for SIGTERM", err)
+	}
+}
+
+func TestWaitSignalCutsAttempt(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT} {
+		sigs := make(chan os.Signal, 1)
+		cancelled := make(chan struct{})
+		p := probe.Func(func(ctx context.Context) error {
+			sigs <- sig // the signal arrives mid-attempt
+			<-ctx.Done()
+			close(cancelled)
+			return ctx.Err()
+		})
+		g := &Gate{Probes: []probe.Probe{p}, Timer: newInstantTimer(), Signals: sigs, AttemptTimeout: time.Hour}
+		err := g.Wait(context.Background())
+		if got, want := ExitCode(err), 128+int(sig); got != want {
+			t.Errorf("%v: ExitCode = %d, want %d", sig, got, want)
+		}
+		select {
+		case <-cancelled:
+		default:
+			t.Errorf("%v: the attempt was not cancelled before Wait returned", sig)
+		}
+	}
+}
+
+func TestAttemptTimeoutCutsHangingProbe(t *testing.T) {
+	hangs := probe.Func(func(ctx context.Context) error {
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	g := &Gate{Probes: []probe.Probe{hangs}, AttemptTimeout: time.Millisecond}
+	err := g.Check(context.Background())
+	if ExitCode(err) != ExitFailure || !strings.Contains(err.Error(), "no answer within the attempt timeout (1ms)") {
+		t.Errorf("Check = %v, want exit 1 naming the attempt timeout", err)
+	}
+}
+
+func TestWaitAsksPassedProbesNoMore(t *testing.T) {
+	fast, fastCalls := failing(0, nil)
+	slow, slowCalls := failing(3, errors.New("refused"))
+	g := &Gate{Probes: []probe.Probe{fast, slow}, Timer: newInstantTimer()}
+	if err := g.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if fastCalls.Load() != 1 || slowCalls.Load() != 4 {
+		t.Errorf("calls = %d and %d, want 1 and 4", fastCalls.Load(), slowCalls.Load())
+	}
+}
+
+func TestWaitLogsProgress(t *testing.T) {
+	p, _ := failing(10, errors.New("connection refused"))
+	core, logs := observer.New(zap.InfoLevel)
+	g := &Gate{Probes: []probe.Probe{p}, Timer: newInstantTimer(), Log: zap.New(core),
+		Now: fakeClock(time.Second), ProgressEvery: 5 * time.Second}
+	if err := g.Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	lines := logs.FilterMessage("still waiting").All()
+	if len(lines) < 1 || len(lines) > 3 {
+		t.Fatalf("%d progress lines over ~11 fake seconds, want 1 to 3", len(lines))
+	}
+	notReady, _ := lines[0].ContextMap()["not_ready"].(map[string]any)
+	if notReady["func"] != "connection refused" {
+		t.Errorf("progress line not_ready = %v, want the last error of the probe", lines[0].ContextMap()["not_ready"])
+	}
+	if logs.FilterMessage("waiting for proxy").Len() != 1 {
+		t.Error("want exactly one start line")
+	}
+}
+
+func TestCheck(t *testing.T) {
+	ok, _ := failing(0, nil)
+	bad := probe.Func(func(context.Context) error { return &probe.NotReadyError{Status: "503 Service Unavailable"} })
+	if err := (&Gate{Probes: []probe.Probe{ok}}).Check(context.Background()); err != nil {
+		t.Errorf("Check(ready) = %v", err)
+	}
+	err := (&Gate{Probes: []probe.Probe{ok, bad}}).Check(context.Background())
+	if ExitCode(err) != ExitFailure || !strings.Contains(err.Error(), "func: answered 503") {
+		t.Errorf("Check(not ready) = %v, want exit 1 naming the probe", err)
+	}
+	sigs := make(chan os.Signal, 1)
+	sigs <- syscall.SIGINT
+	hangs := probe.Func(func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() })
+	if got := ExitCode((&Gate{Probes: []probe.Probe{hangs}, Signals: sigs}).Check(context.Background())); got != 130 {
+		t.Errorf("Check with SIGINT = %d, want 130", got)
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	tests := []struct {
+		err  error
+		want int
+	}{
+		{nil, 0},
+		{errors.New("boom"), 1},
+		{Usagef("bad flag"), 2},
+		{&ExitError{Code: 69, Err: &TimeoutError{}}, 69},
+		{fmtWrap(&ExitError{Code: 127, Err: errors.New("x")}), 127},
+		{signalExit(syscall.SIGTERM), 143},
+		{signalExit(syscall.SIGQUIT), 131},
+	}
+	for _, tc := range tests {
+		if got := ExitCode(tc.err); got != tc.want {
+			t.Errorf("ExitCode(%v) = %d, want %d", tc.err, got, tc.want)
+		}
+	}
+}
+
+func fmtWrap(err error) error { return errors.Join(errors.New("context"), err) }

@@ -1,0 +1,225 @@
+package gate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"go.uber.org/zap"
+
+	"github.com/meshgate/meshgate/probe"
+)
+
+// Defaults for a Quitter. The limit sits well inside Kubernetes' default
+// grace period of 30 s, so a dead endpoint cannot keep a pod past it.
+const (
+	DefaultQuitAttemptTimeout = 2 * time.Second
+	DefaultQuitAttempts       = 3
+	DefaultQuitLimit          = 10 * time.Second
+)
+
+// Quitter tells sidecars to exit, by a POST to each of their quit URLs.
+type Quitter struct {
+	URLs []*url.URL
+	// AttemptTimeout bounds each request; Attempts is how many requests
+	// each URL gets at most; Limit bounds the whole quit. Zero means the
+	// default.
+	AttemptTimeout time.Duration
+	Attempts       int
+	Limit          time.Duration
+	// Client makes the HTTP client for a URL; nil means probe.Client.
+	Client func(*url.URL) *http.Client
+	// Timer sleeps between attempts; nil means a real timer.
+	Timer func() backoff.Timer
+	Log   *zap.Logger
+}
+
+// ParseQuitURL checks a quit URL. Unless remote is allowed, its host must
+// be loopback: a quit sent elsewhere could stop another pod's proxy.
+func ParseQuitURL(s string, remote bool) (*url.URL, error) {
+	u, err := probe.ParseHTTPURL(s)
+	if err != nil {
+		return nil, fmt.Errorf("quit URL %q: %w", s, err)
+	}
+	if !remote && !probe.IsLoopback(u.Hostname()) {
+		return nil, fmt.Errorf("quit URL %q: host %q is not loopback (add --quit-allow-remote to allow it)", s, u.Hostname())
+	}
+	return u, nil
+}
+
+// Quit sends the quit requests, all URLs at once, and returns when each
+// has been answered with 2xx, has failed for good, or the limit has
+// passed. It logs each outcome and returns an error naming the URLs that
+// did not take the quit.
+func (q *Quitter) Quit(ctx context.Context) error {
+	if len(q.URLs) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, orDefault(q.Limit, DefaultQuitLimit))
+	defer cancel()
+	errs := make([]error, len(q.URLs))
+	var wg sync.WaitGroup
+	for i, u := range q.URLs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = q.quitOne(ctx, u)
+		}()
+	}
+	wg.Wait()
+	var failed []string
+	for i, err := range errs {
+		if err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", q.URLs[i], err))
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("quit failed: %s", strings.Join(failed, "; "))
+	}
+	return nil
+}
+
+// quitOne posts to one URL, retrying what may pass on a retry (no answer,
+// 5xx) and not what will not (other 4xx).
+func (q *Quitter) quitOne(ctx context.Context, u *url.URL) error {
+	log := q.log().With(zap.Stringer("url", u))
+	client := q.client(u)
+	defer client.CloseIdleConnections()
+	policy := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(100*time.Millisecond), backoff.WithMaxInterval(time.Second),
+		backoff.WithMaxElapsedTime(0))
+	var timer backoff.Timer = &realTimer{}
+	if q.Timer != nil {
+		timer = q.Timer()
+	}
+	defer timer.Stop()
+	attempts := q.Attempts
+	if attempts <= 0 {
+		attempts = DefaultQuitAttempts
+	}
+	var last error
+	reached := false // whether an attempt got through to the proxy
+	for n := 1; ; n++ {
+		status, err := q.post(ctx, client, u)
+		switch {
+		case err == nil:
+			log.Info("proxy told to quit", zap.String("status", status), zap.Int("attempts", n))
+			return nil
+		case errors.As(err, new(*permanentError)):
+			log.Warn("proxy refused to quit", zap.Error(err))
+			return err
+		case reached && isDialError(err):
+			// The proxy took a request, its answer was lost, and now its
+			// port is closed: it quit, as it was told to.
+			log.Info("proxy told to quit", zap.String("status", "gone"), zap.Int("attempts", n))
+			return nil
+		}
+		reached = reached || !isDialError(err)
+		last = err
+		if n >= attempts || ctx.Err() != nil {
+			break
+		}
+		pause := policy.NextBackOff()
+		log.Debug("quit not taken", zap.Error(err), zap.Duration("retry_in", pause))
+		timer.Start(pause)
+		select {
+		case <-timer.C():
+		case <-ctx.Done():
+		}
+	}
+	if ctx.Err() != nil && isTimeout(last) {
+		last = fmt.Errorf("no answer within the quit limit: %w", last)
+	}
+	log.Warn("proxy did not take the quit", zap.Error(last))
+	return last
+}
+
+// isDialError reports a request that never reached its server.
+func isDialError(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
+}
+
+// permanentError is an answer that a retry will not change.
+type permanentError struct{ msg string }
+
+func (e *permanentError) Error() string { return e.msg }
+
+func (q *Quitter) post(ctx context.Context, client *http.Client, u *url.URL) (string, error) {
+	actx, cancel := context.WithTimeout(ctx, orDefault(q.AttemptTimeout, DefaultQuitAttemptTimeout))
+	defer cancel()
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, u.String(), nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("User-Agent", "meshgate")
+	resp, err := client.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // the URL is in the log line already
+		}
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	text := strings.TrimSpace(string(body))
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode <= 299:
+		return resp.Status, nil
+	case resp.StatusCode >= 500:
+		return "", fmt.Errorf("answered %s", resp.Status)
+	}
+	return "", &permanentError{msg: explainQuit(resp.StatusCode, resp.Status, text)}
+}
+
+// explainQuit turns a known refusal into advice.
+func explainQuit(code int, status, body string) string {
+	msg := "answered " + status
+	if body != "" {
+		if len(body) > 128 {
+			body = body[:128]
+		}
+		msg += fmt.Sprintf(": %q", body)
+	}
+	switch {
+	case code == http.StatusNotFound && strings.Contains(body, "shutdown endpoint is not enabled"):
+		return msg + " (Linkerd: annotate the pod with config.linkerd.io/proxy-admin-shutdown: enabled)"
+	case code == http.StatusForbidden:
+		return msg + " (the endpoint takes requests from loopback only)"
+	case code == http.StatusMethodNotAllowed:
+		return msg + " (the endpoint does not take POST: is this the quit URL?)"
+	case code == http.StatusNotFound:
+		return msg + " (no quit endpoint at this URL: check the port and path)"
+	}
+	return msg
+}
+
+func (q *Quitter) client(u *url.URL) *http.Client {
+	if q.Client != nil {
+		return q.Client(u)
+	}
+	return probe.Client(u, probe.Options{})
+}
+
+func (q *Quitter) log() *zap.Logger {
+	if q.Log == nil {
+		return zap.NewNop()
+	}
+	return q.Log
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}

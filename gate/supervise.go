@@ -1,0 +1,145 @@
+package gate
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"syscall"
+
+	"go.uber.org/zap"
+)
+
+// Supervise runs argv as a child instead of replacing the process, for
+// when something must happen after the command ends (telling the proxy to
+// quit). It does what an init does: signals that arrive are forwarded to
+// the child (the caller chooses which by what it routes to Signals), every
+// zombie is reaped, and the child's status becomes the result: nil for 0,
+// else an *ExitError with the child's code, or 128+N when signal N killed
+// it. The command's stdio is the process's own.
+func (g *Gate) Supervise(argv, env []string) error {
+	if len(argv) == 0 {
+		return Usagef("empty command")
+	}
+	path, err := Resolve(argv[0], env)
+	if err != nil {
+		return err
+	}
+	log := g.log()
+	if g.pid() != 1 {
+		// Orphans of the command come to us, not to an init that may
+		// never reap them, as they would if we were PID 1.
+		if err := setChildSubreaper(); err != nil {
+			log.Warn("cannot become a child subreaper; orphans go to init", zap.Error(err))
+		}
+	}
+	// Not exec.CommandContext: the child decides when it is done.
+	cmd := exec.Command(path)
+	cmd.Args, cmd.Env = argv, env
+	// Files, not other readers and writers: the child gets the very
+	// descriptors, and no goroutine copies its output.
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if err := startClean(cmd); err != nil {
+		return execError(path, unwrapExecError(err))
+	}
+	child := cmd.Process.Pid
+	log.Info("started", zap.Int("pid", child), zap.String("path", path), zap.Strings("argv", argv))
+	exited := make(chan syscall.WaitStatus, 1)
+	go reap(child, exited, log)
+	// Signals held back during the wait go first, in order.
+	for _, s := range g.held {
+		forward(cmd.Process, s, log)
+	}
+	g.held = nil
+	for {
+		select {
+		case ws := <-exited:
+			return childExit(ws, log)
+		case s := <-g.Signals:
+			forward(cmd.Process, s, log)
+		}
+	}
+}
+
+// startClean starts cmd from a thread with no signals blocked: the child
+// takes the mask of the thread that forks it, and ours may hold signals
+// that whoever started us had blocked.
+func startClean(cmd *exec.Cmd) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := clearSignalMask(); err != nil {
+		return err
+	}
+	return cmd.Start()
+}
+
+func forward(p *os.Process, s os.Signal, log *zap.Logger) {
+	log.Debug("forwarding signal", zap.Stringer("signal", s))
+	// Through the pidfd: never to another process that took the PID.
+	if err := p.Signal(s); err != nil {
+		log.Debug("signal not delivered", zap.Stringer("signal", s), zap.Error(err))
+	}
+}
+
+// reap waits for any child, so that orphans that were re-parented to us
+// do not stay zombies, and reports the status of the command's own.
+func reap(child int, exited chan<- syscall.WaitStatus, log *zap.Logger) {
+	for {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, 0, nil)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			// ECHILD: nothing left to wait for, which cannot happen
+			// before the command itself was reaped.
+			log.Error("wait for children", zap.Error(err))
+			exited <- syscall.WaitStatus(1 << 8)
+			return
+		case pid == child:
+			exited <- ws
+			return
+		}
+		log.Debug("reaped orphan", zap.Int("pid", pid))
+	}
+}
+
+// childExit turns the command's wait status into the result.
+func childExit(ws syscall.WaitStatus, log *zap.Logger) error {
+	if ws.Signaled() {
+		log.Info("exited", zap.Int("code", ExitSignalBase+int(ws.Signal())), zap.Stringer("signal", ws.Signal()))
+		return &ExitError{Code: ExitSignalBase + int(ws.Signal()), Err: fmt.Errorf("command killed by %s", signalName(ws.Signal()))}
+	}
+	code := ws.ExitStatus()
+	log.Info("exited", zap.Int("code", code))
+	if code == 0 {
+		return nil
+	}
+	return &ExitError{Code: code, Err: fmt.Errorf("command exited with status %d", code)}
+}
+
+// setChildSubreaper is prctl(PR_SET_CHILD_SUBREAPER, 1).
+func setChildSubreaper() error {
+	const prSetChildSubreaper = 36
+	if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0); e != 0 {
+		return e
+	}
+	return nil
+}
+
+func (g *Gate) pid() int {
+	if g.Getpid != nil {
+		return g.Getpid()
+	}
+	return os.Getpid()
+}
+
+// unwrapExecError digs the errno out of os/exec's start error.
+func unwrapExecError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}

@@ -1,0 +1,203 @@
+// Command app is the application that tests, the demo and the pod
+// scenarios put behind meshgate. It is static, so it runs in a scratch
+// container, and it takes its settings from the environment, so that its
+// argv can be anything:
+//
+//	APP_REPORT=FILE  write what the app saw (PID, argv, env, signal state,
+//	                 start time, /etc/hosts, signals received) to FILE as JSON
+//	APP_FETCH=URL    GET URL first and report the status (proves the app
+//	                 reaches the proxy)
+//	APP_ORPHANS=N    leave N grandchildren behind, re-parented to whoever
+//	                 reaps orphans, and print "orphans: PID..." on stdout
+//	APP_SIGNALS=1    catch signals, print "ready", then "got SIGNAME" for
+//	                 each one, until SIGTERM
+//	APP_KILL=N       end by killing itself with signal N
+//	APP_EXIT=N       exit with N (default 0)
+//
+// It always prints "app: started ..." to stdout, to show stdout is its own.
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// Report is what the app saw.
+type Report struct {
+	PID       int      `json:"pid"`
+	UID       int      `json:"uid"`
+	Argv      []string `json:"argv"`
+	Env       []string `json:"env"`
+	StartNano int64    `json:"start_unix_nano"`
+	SigIgn    string   `json:"sig_ign"` // from /proc/self/status, hex
+	SigBlk    string   `json:"sig_blk"`
+	Hosts     bool     `json:"hosts_file"`
+	Fetch     string   `json:"fetch,omitempty"` // status line or error
+	Signals   []string `json:"signals,omitempty"`
+}
+
+func main() {
+	switch os.Getenv("APP_ROLE") {
+	case "orphaner":
+		orphaner()
+	case "zombie":
+		os.Exit(0)
+	}
+	r := Report{
+		PID: os.Getpid(), UID: os.Getuid(), Argv: os.Args, Env: os.Environ(),
+		StartNano: time.Now().UnixNano(),
+	}
+	r.SigIgn, r.SigBlk = signalState()
+	_, err := os.Stat("/etc/hosts")
+	r.Hosts = err == nil
+	if u := os.Getenv("APP_FETCH"); u != "" {
+		r.Fetch = fetch(u)
+	}
+	fmt.Printf("app: started as PID %d with argv %q%s\n", r.PID, r.Argv, fetchNote(r.Fetch))
+	if n, _ := strconv.Atoi(os.Getenv("APP_ORPHANS")); n > 0 {
+		orphans(n)
+	}
+	if os.Getenv("APP_SIGNALS") != "" {
+		r.Signals = catch()
+	}
+	if path := os.Getenv("APP_REPORT"); path != "" {
+		b, _ := json.Marshal(r)
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			fmt.Fprintf(os.Stderr, "app: %v\n", err)
+			os.Exit(1)
+		}
+	}
+	if n, _ := strconv.Atoi(os.Getenv("APP_KILL")); n > 0 {
+		die(syscall.Signal(n))
+	}
+	code, _ := strconv.Atoi(os.Getenv("APP_EXIT"))
+	os.Exit(code)
+}
+
+// die kills the process with s, as a C program killed by s would die:
+// the Go runtime's own handler would turn most signals into exit 2.
+func die(s syscall.Signal) {
+	type sigaction struct {
+		handler, flags, restorer uintptr
+		mask                     uint64
+	}
+	act := sigaction{} // SIG_DFL
+	syscall.RawSyscall6(syscall.SYS_RT_SIGACTION, uintptr(s), uintptr(unsafe.Pointer(&act)), 0, 8, 0, 0)
+	_ = syscall.Kill(os.Getpid(), s)
+	select {} // the signal ends the process
+}
+
+// catch prints "ready" once its handlers are in place, then each signal,
+// and returns the names of those received when SIGTERM comes.
+func catch() []string {
+	c := make(chan os.Signal, 64)
+	// Every signal a process may catch and that tests send.
+	signal.Notify(c, syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2,
+		syscall.SIGTERM, syscall.SIGWINCH, syscall.SIGURG, syscall.SIGCHLD, syscall.SIGALRM)
+	fmt.Println("ready")
+	var got []string
+	for s := range c {
+		name := "SIG" + strings.ToUpper(strings.TrimPrefix(unixName(s.(syscall.Signal)), "SIG"))
+		got = append(got, name)
+		fmt.Println("got", name)
+		if s == syscall.SIGTERM {
+			return got
+		}
+	}
+	return got
+}
+
+func unixName(s syscall.Signal) string {
+	names := map[syscall.Signal]string{syscall.SIGHUP: "HUP", syscall.SIGINT: "INT", syscall.SIGQUIT: "QUIT",
+		syscall.SIGUSR1: "USR1", syscall.SIGUSR2: "USR2", syscall.SIGTERM: "TERM", syscall.SIGWINCH: "WINCH",
+		syscall.SIGURG: "URG", syscall.SIGCHLD: "CHLD", syscall.SIGALRM: "ALRM"}
+	if n, ok := names[s]; ok {
+		return n
+	}
+	return strconv.Itoa(int(s))
+}
+
+// orphans starts n children that each start a grandchild and exit at
+// once, and prints the grandchildren's PIDs.
+func orphans(n int) {
+	var pids []string
+	for range n {
+		cmd := exec.Command("/proc/self/exe")
+		cmd.Env = withRole("orphaner")
+		out, err := cmd.Output()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "app: orphaner: %v\n", err)
+			os.Exit(1)
+		}
+		pids = append(pids, strings.TrimSpace(string(out)))
+	}
+	fmt.Println("orphans:", strings.Join(pids, " "))
+}
+
+// orphaner starts a grandchild that exits at once, and does not wait
+// for it: the grandchild's zombie goes to whoever reaps orphans.
+func orphaner() {
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Env = withRole("zombie")
+	if err := cmd.Start(); err != nil {
+		os.Exit(1)
+	}
+	fmt.Println(cmd.Process.Pid)
+	os.Exit(0)
+}
+
+// withRole is the environment with APP_ROLE set to role, and only once.
+func withRole(role string) []string {
+	env := []string{"APP_ROLE=" + role}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "APP_ROLE=") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func fetch(u string) string {
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	resp, err := c.Get(u)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.Status
+}
+
+func fetchNote(f string) string {
+	if f == "" {
+		return ""
+	}
+	return "; the proxy answered " + f
+}
+
+// signalState reads the ignored and blocked signal sets of this process.
+func signalState() (ign, blk string) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "?", "?"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "SigIgn:"); ok {
+			ign = strings.TrimSpace(v)
+		}
+		if v, ok := strings.CutPrefix(line, "SigBlk:"); ok {
+			blk = strings.TrimSpace(v)
+		}
+	}
+	return ign, blk
+}

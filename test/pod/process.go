@@ -1,0 +1,250 @@
+package pod
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// startTimeout bounds the wait for a container to be running, for Kill and
+// PID; runc itself takes tens of milliseconds.
+const startTimeout = 10 * time.Second
+
+// Process is a container started by Pod.Start: its process 1, which runs
+// under a foreground runc run.
+type Process struct {
+	Name string // the container's name in the pod
+	ID   string // the runc container ID
+
+	pod    *Pod
+	log    string // runc --log, JSON lines
+	stdout output
+	stderr output
+
+	done chan struct{} // closed once code and err are set
+	code int
+	err  error // runc failed, or never ran: there is no exit code
+}
+
+// Wait waits for the container to exit and returns the exit code of its
+// process 1: its own status, or 128+N if it was killed by signal N. It
+// fails the test if runc failed instead, e.g. could not exec the command.
+func (pr *Process) Wait() int {
+	pr.pod.t.Helper()
+	<-pr.done
+	if pr.err != nil {
+		// The output is logged by the pod's cleanup, as for any failure.
+		pr.pod.t.Fatalf("container %s: %v", pr.Name, pr.err)
+	}
+	return pr.code
+}
+
+// Done is closed when the container has exited, for tests that select on
+// it with a deadline of their own.
+func (pr *Process) Done() <-chan struct{} { return pr.done }
+
+// Stdout returns what the container wrote to its standard output so far.
+func (pr *Process) Stdout() string { return pr.stdout.String() }
+
+// Stderr returns what the container wrote to its standard error so far.
+func (pr *Process) Stderr() string { return pr.stderr.String() }
+
+// Kill sends sig to the container's process 1 with runc kill, once the
+// container is running. Note that process 1 of a PID namespace only
+// receives the signals it has a handler for (SIGKILL aside).
+func (pr *Process) Kill(sig syscall.Signal) error {
+	if _, err := pr.PID(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
+	defer cancel()
+	_, err := command(ctx, "runc", "--root", pr.pod.root, "kill", pr.ID, strconv.Itoa(int(sig)))
+	return err
+}
+
+// PID waits for the container to be running and returns the host PID of
+// its process 1.
+func (pr *Process) PID() (int, error) {
+	deadline := time.Now().Add(startTimeout)
+	for {
+		st, err := pr.state()
+		if err == nil && st.Status == "running" {
+			return st.Pid, nil
+		}
+		select {
+		case <-pr.done:
+			return 0, fmt.Errorf("container %s: ended: %s", pr.Name, pr.status())
+		default:
+		}
+		if time.Now().After(deadline) {
+			if err == nil {
+				err = fmt.Errorf("status %s", st.Status)
+			}
+			return 0, fmt.Errorf("container %s: not running after %v: %w", pr.Name, startTimeout, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// WaitOutput waits until the container's standard output or error
+// contains s. It returns an error if the container ends or timeout passes
+// first; when the test fails, the pod's cleanup logs every container's
+// output.
+func (pr *Process) WaitOutput(s string, timeout time.Duration) error {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		out, outChanged := pr.stdout.snapshot()
+		errOut, errChanged := pr.stderr.snapshot()
+		if strings.Contains(out, s) || strings.Contains(errOut, s) {
+			return nil
+		}
+		select {
+		case <-outChanged:
+		case <-errChanged:
+		case <-pr.done:
+			// All output is in once runc has been waited for.
+			if strings.Contains(pr.Stdout(), s) || strings.Contains(pr.Stderr(), s) {
+				return nil
+			}
+			return fmt.Errorf("container %s: ended (%s) before writing %q", pr.Name, pr.status(), s)
+		case <-timer.C:
+			return fmt.Errorf("container %s: no %q after %v", pr.Name, s, timeout)
+		}
+	}
+}
+
+// containerState is the part of runc state's output we use.
+type containerState struct {
+	Status string `json:"status"`
+	Pid    int    `json:"pid"`
+}
+
+func (pr *Process) state() (containerState, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
+	defer cancel()
+	out, err := command(ctx, "runc", "--root", pr.pod.root, "state", pr.ID)
+	if err != nil {
+		return containerState{}, err
+	}
+	var st containerState
+	if err := json.Unmarshal(out, &st); err != nil {
+		return containerState{}, fmt.Errorf("runc state %s: %w", pr.ID, err)
+	}
+	return st, nil
+}
+
+// exitStatus turns what waiting for runc run returned into the container's
+// exit code, or the reason runc failed.
+func (pr *Process) exitStatus(waitErr error) (int, error) {
+	log, err := os.ReadFile(pr.log)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return 0, err
+	}
+	if msgs := runcErrors(log); len(msgs) > 0 {
+		return 0, errors.New(strings.Join(msgs, "; "))
+	}
+	var exitErr *exec.ExitError
+	switch {
+	case waitErr == nil:
+		return 0, nil
+	case errors.As(waitErr, &exitErr) && exitErr.ExitCode() >= 0:
+		return exitErr.ExitCode(), nil
+	default:
+		// runc itself was killed, or output was still open after
+		// WaitDelay: the container's status is unknown.
+		return 0, fmt.Errorf("runc run: %w", waitErr)
+	}
+}
+
+// status describes how the container ended, for messages; it must only be
+// called once done is closed.
+func (pr *Process) status() string {
+	if pr.err != nil {
+		return pr.err.Error()
+	}
+	return "exit code " + strconv.Itoa(pr.code)
+}
+
+// stop kills the container if it still runs and deletes what runc left.
+// Failing to stop it is a test error: the pod would leak.
+func (pr *Process) stop() {
+	if !pr.killUntilDone() {
+		pr.pod.t.Errorf("container %s: still running %v after SIGKILL", pr.Name, startTimeout)
+	}
+	// runc run deletes its container when process 1 exits; this is for a
+	// runc that was itself killed. "does not exist" is the usual answer,
+	// and the pod's final runc list catches any other failure.
+	ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
+	defer cancel()
+	command(ctx, "runc", "--root", pr.pod.root, "delete", "--force", pr.ID)
+}
+
+// killUntilDone sends SIGKILL until runc run has returned, and reports
+// whether that happened within startTimeout. Again and again, because a
+// container still being created does not exist for runc kill yet; its
+// errors are of no interest, the wait tells.
+func (pr *Process) killUntilDone() bool {
+	deadline := time.Now().Add(startTimeout)
+	for {
+		select {
+		case <-pr.done:
+			return true
+		default:
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
+		command(ctx, "runc", "--root", pr.pod.root, "kill", pr.ID, "KILL")
+		cancel()
+		select {
+		case <-pr.done:
+			return true
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// output collects a stream and lets readers wait for the next write.
+type output struct {
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	changed chan struct{} // closed at the next write
+}
+
+func (o *output) Write(b []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.buf.Write(b)
+	if o.changed != nil {
+		close(o.changed)
+		o.changed = nil
+	}
+	return len(b), nil
+}
+
+func (o *output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.String()
+}
+
+// snapshot returns the output so far and a channel closed at the next write.
+func (o *output) snapshot() (string, <-chan struct{}) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.changed == nil {
+		o.changed = make(chan struct{})
+	}
+	return o.buf.String(), o.changed
+}
