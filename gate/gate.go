@@ -27,8 +27,6 @@ import (
 const (
 	DefaultTimeout        = 2 * time.Minute
 	DefaultAttemptTimeout = time.Second
-	DefaultBackOffInitial = 10 * time.Millisecond
-	DefaultBackOffMax     = 250 * time.Millisecond
 	DefaultProgressEvery  = 5 * time.Second
 )
 
@@ -43,8 +41,8 @@ type Gate struct {
 	// DefaultAttemptTimeout.
 	AttemptTimeout time.Duration
 	// BackOff makes the retry policy for one wait; a policy is not safe
-	// for reuse, so each wait asks for a new one. Nil means
-	// NewBackOff(DefaultBackOffInitial, DefaultBackOffMax).
+	// for reuse, so each wait asks for a new one. A policy that is an
+	// Observer learns from each attempt. Nil means NewPacer().
 	BackOff func() backoff.BackOff
 	// Timer sleeps between attempts; nil means a real timer.
 	Timer backoff.Timer
@@ -77,29 +75,6 @@ func isStop(s os.Signal) bool {
 		return true
 	}
 	return false
-}
-
-// onSignal handles a signal during the wait: an error ends it.
-func (g *Gate) onSignal(s os.Signal) error {
-	if isStop(s) {
-		return signalExit(s)
-	}
-	g.log().Debug("holding signal for the command", zap.Stringer("signal", s))
-	g.held = append(g.held, s)
-	return nil
-}
-
-// NewBackOff returns the default retry policy: exponential from initial to
-// max with ±50% jitter, so that pods started together drift apart, and no
-// give-up of its own (the deadline belongs to Wait).
-func NewBackOff(initial, max time.Duration) backoff.BackOff {
-	return backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(initial),
-		backoff.WithMaxInterval(max),
-		backoff.WithMultiplier(1.5),
-		backoff.WithRandomizationFactor(0.5),
-		backoff.WithMaxElapsedTime(0),
-	)
 }
 
 // TimeoutError reports a wait that ran out of time, with the last error of
@@ -150,8 +125,11 @@ func (g *Gate) Wait(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, g.Timeout)
 		defer cancel()
 	}
+	ctx, unwatch := g.watchSignals(ctx)
+	defer unwatch()
 	policy := g.policy()
 	policy.Reset()
+	observer, _ := policy.(Observer)
 	timer := g.Timer
 	if timer == nil {
 		timer = &realTimer{}
@@ -166,21 +144,27 @@ func (g *Gate) Wait(ctx context.Context) error {
 		zap.Duration("timeout", g.Timeout), zap.Duration("attempt_timeout", g.attemptTimeout()))
 	for {
 		attempts++
-		errs, sig := g.attempt(ctx, pending)
-		if sig != nil {
-			return sig
-		}
+		began := g.now()
+		errs := g.attempt(ctx, pending)
 		if ctx.Err() != nil {
-			return g.expired(ctx, start, attempts, pending, last, errs)
+			return g.ended(ctx, start, attempts, pending, last, errs)
+		}
+		if observer != nil {
+			observer.Observe(observe(errs, g.now().Sub(began)))
 		}
 		pending, last = keepFailed(pending, errs)
 		if len(pending) == 0 {
+			// A stop signal taken while the last attempt passed still
+			// stops us: the command must not start after it.
+			if err := unwatch(); err != nil {
+				return err
+			}
 			log.Info("proxy ready", zap.Int("attempts", attempts), zap.Duration("elapsed", g.now().Sub(start)))
 			return nil
 		}
 		pause := policy.NextBackOff()
 		if pause == backoff.Stop {
-			return g.expired(ctx, start, attempts, pending, last, nil)
+			return g.expired(start, attempts, pending, last, nil)
 		}
 		if log.Core().Enabled(zapcore.DebugLevel) {
 			for i, p := range pending {
@@ -194,62 +178,100 @@ func (g *Gate) Wait(ctx context.Context) error {
 				zap.Object("not_ready", probeErrors{pending, last}))
 		}
 		timer.Start(pause)
-		if err := g.pause(ctx, timer); err != nil {
-			if errors.Is(err, ctx.Err()) {
-				return g.expired(ctx, start, attempts, pending, last, nil)
-			}
-			return err
-		}
-	}
-}
-
-// pause waits for the timer; it returns ctx's error when ctx ends first,
-// or the error of a signal that ends the wait.
-func (g *Gate) pause(ctx context.Context, timer backoff.Timer) error {
-	for {
 		select {
 		case <-timer.C():
-			return nil
 		case <-ctx.Done():
-			return ctx.Err()
-		case s := <-g.Signals:
-			if err := g.onSignal(s); err != nil {
-				return err
-			}
+			return g.ended(ctx, start, attempts, pending, last, nil)
 		}
 	}
 }
 
-// attempt checks the pending probes at the same time, each within the
-// attempt timeout. A signal cuts the attempt short.
-func (g *Gate) attempt(ctx context.Context, pending []probe.Probe) ([]error, error) {
+// Observation is what one attempt tells a pacing policy.
+type Observation struct {
+	// Refused is set when every probe's connection was refused: nothing
+	// listens yet, and an attempt costs the proxy nothing.
+	Refused bool
+	// Took is how long the attempt took: with an answer, about how long
+	// the proxy worked on it.
+	Took time.Duration
+}
+
+// Observer is a retry policy that learns from each attempt, such as Pacer.
+type Observer interface {
+	Observe(Observation)
+}
+
+func observe(errs []error, took time.Duration) Observation {
+	refused := true
+	for _, err := range errs {
+		refused = refused && err != nil && errors.Is(err, syscall.ECONNREFUSED)
+	}
+	return Observation{Refused: refused, Took: took}
+}
+
+// watchSignals ends ctx when a signal that stops the wait arrives, with
+// that signal's error as the cause, and holds any other signal for
+// Supervise. unwatch ends the watch and returns the error of a stop signal
+// that arrived, if one did; signals after it stay in the channel.
+func (g *Gate) watchSignals(ctx context.Context) (_ context.Context, unwatch func() error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	if g.Signals == nil {
+		return ctx, func() error { cancel(nil); return nil }
+	}
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case s := <-g.Signals:
+				if isStop(s) {
+					cancel(signalExit(s))
+					return
+				}
+				g.log().Debug("holding signal for the command", zap.Stringer("signal", s))
+				g.held = append(g.held, s)
+			case <-quit:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return ctx, func() error {
+		once.Do(func() {
+			close(quit)
+			<-done
+		})
+		err := signalCause(ctx)
+		cancel(nil)
+		return err
+	}
+}
+
+// signalCause returns the error of the stop signal that ended ctx, if any.
+func signalCause(ctx context.Context) error {
+	var ee *ExitError
+	if errors.As(context.Cause(ctx), &ee) {
+		return ee
+	}
+	return nil
+}
+
+// attempt checks the pending probes, each within the attempt timeout; a
+// lone probe in this goroutine, more at the same time.
+func (g *Gate) attempt(ctx context.Context, pending []probe.Probe) []error {
 	actx, cancel := context.WithTimeout(ctx, g.attemptTimeout())
 	defer cancel()
 	errs := make([]error, len(pending))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	if len(pending) == 1 {
+		errs[0] = pending[0].Check(actx)
+	} else {
 		var wg sync.WaitGroup
 		for i, p := range pending {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				errs[i] = p.Check(actx)
-			}()
+			wg.Go(func() { errs[i] = p.Check(actx) })
 		}
 		wg.Wait()
-	}()
-	for waiting := true; waiting; {
-		select {
-		case <-done:
-			waiting = false
-		case s := <-g.Signals:
-			if err := g.onSignal(s); err != nil {
-				cancel()
-				<-done // probes return promptly once their context is cancelled
-				return nil, err
-			}
-		}
 	}
 	for i, err := range errs {
 		// Name an attempt cut by its own timeout for what it is; one cut
@@ -258,7 +280,7 @@ func (g *Gate) attempt(ctx context.Context, pending []probe.Probe) ([]error, err
 			errs[i] = fmt.Errorf("no answer within the attempt timeout (%s)", g.attemptTimeout())
 		}
 	}
-	return errs, nil
+	return errs
 }
 
 // keepFailed returns the probes that are not ready yet, with their errors.
@@ -274,32 +296,38 @@ func keepFailed(pending []probe.Probe, errs []error) ([]probe.Probe, []error) {
 	return ps, es
 }
 
-// expired builds the error for a wait whose context ended. errs, when not
-// nil, are the outcomes of an attempt cut short by the deadline: they only
-// stand in for probes that had no earlier outcome.
-func (g *Gate) expired(ctx context.Context, start time.Time, attempts int, pending []probe.Probe, last, errs []error) error {
-	if errors.Is(ctx.Err(), context.Canceled) {
+// ended builds the error for a wait whose context ended: by a stop signal,
+// by the deadline, or by the caller.
+func (g *Gate) ended(ctx context.Context, start time.Time, attempts int, pending []probe.Probe, last, errs []error) error {
+	if err := signalCause(ctx); err != nil {
+		return err
+	}
+	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return fmt.Errorf("wait cancelled: %w", ctx.Err())
 	}
+	return g.expired(start, attempts, pending, last, errs)
+}
+
+// expired builds the error for a wait that ran out of time. errs, when not
+// nil, are the outcomes of an attempt cut short by the deadline: they only
+// stand in for probes that had no earlier outcome.
+func (g *Gate) expired(start time.Time, attempts int, pending []probe.Probe, last, errs []error) error {
 	te := &TimeoutError{Elapsed: g.now().Sub(start), Attempts: attempts}
-	if errs != nil {
-		// The cut attempt covered exactly the probes still pending.
-		for i, p := range pending {
-			if errs[i] == nil {
+	for i, p := range pending {
+		err := last[i]
+		if errs != nil {
+			// The cut attempt covered exactly the probes still pending.
+			switch {
+			case errs[i] == nil:
 				continue
-			}
-			err := errs[i]
-			if i < len(last) && last[i] != nil {
-				err = last[i]
-			} else if isTimeout(err) {
+			case err != nil:
+			case isTimeout(errs[i]):
 				err = errors.New("no answer before the timeout")
+			default:
+				err = errs[i]
 			}
-			te.NotReady = append(te.NotReady, ProbeError{Probe: p.String(), Err: err})
 		}
-	} else {
-		for i, p := range pending {
-			te.NotReady = append(te.NotReady, ProbeError{Probe: p.String(), Err: last[i]})
-		}
+		te.NotReady = append(te.NotReady, ProbeError{Probe: p.String(), Err: err})
 	}
 	return &ExitError{Code: ExitNotReady, Err: te}
 }
@@ -334,7 +362,7 @@ func (g *Gate) now() time.Time {
 
 func (g *Gate) policy() backoff.BackOff {
 	if g.BackOff == nil {
-		return NewBackOff(DefaultBackOffInitial, DefaultBackOffMax)
+		return NewPacer()
 	}
 	return g.BackOff()
 }
@@ -397,9 +425,11 @@ func (r *realTimer) C() <-chan time.Time { return r.t.C }
 // when all are ready, an *ExitError with code 1 naming those that are not,
 // or 128+N when signal N arrives first.
 func (g *Gate) Check(ctx context.Context) error {
-	errs, sig := g.attempt(ctx, g.Probes)
-	if sig != nil {
-		return sig
+	ctx, unwatch := g.watchSignals(ctx)
+	defer unwatch()
+	errs := g.attempt(ctx, g.Probes)
+	if err := unwatch(); err != nil {
+		return err
 	}
 	pending, last := keepFailed(g.Probes, errs)
 	if len(pending) == 0 {

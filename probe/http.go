@@ -1,9 +1,9 @@
 package probe
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -26,11 +26,21 @@ const (
 // followed (a redirect is not "ready"), proxy variables such as HTTP_PROXY
 // are ignored (the target is the pod's own proxy), and at most a bounded
 // part of the body is read.
+//
+// It speaks HTTP/1.1 itself over one kept-alive connection, in the
+// caller's goroutine: an attempt is a write and a read, with no goroutine,
+// pool or timer of its own, which keeps the cost of polling every few
+// milliseconds small. The connection is replaced whenever an answer leaves
+// it in doubt.
 type HTTP struct {
-	spec   string
-	url    string
-	agent  string
-	client *http.Client
+	spec       string
+	host, port string
+	request    []byte      // the whole GET, written as is
+	tls        *tls.Config // nil for http
+	dialer     net.Dialer
+
+	conn net.Conn // kept alive between attempts, or nil
+	br   *bufio.Reader
 }
 
 func newHTTP(spec string, u *url.URL, opts Options) *HTTP {
@@ -38,7 +48,141 @@ func newHTTP(spec string, u *url.URL, opts Options) *HTTP {
 	if agent == "" {
 		agent = "meshgate"
 	}
-	return &HTTP{spec: spec, url: u.String(), agent: agent, client: Client(u, opts)}
+	h := &HTTP{spec: spec, host: u.Hostname(), port: u.Port()}
+	if h.port == "" {
+		h.port = "80"
+		if u.Scheme == "https" {
+			h.port = "443"
+		}
+	}
+	if u.Scheme == "https" {
+		h.tls = &tls.Config{
+			ServerName:         h.host,
+			InsecureSkipVerify: opts.InsecureSkipVerify, //nolint:gosec // only when asked for
+			MinVersion:         tls.VersionTLS12,
+		}
+	}
+	h.request = []byte("GET " + u.RequestURI() + " HTTP/1.1\r\nHost: " + u.Host +
+		"\r\nUser-Agent: " + agent + "\r\nAccept: */*\r\n\r\n")
+	return h
+}
+
+// Check sends one GET and reads a bounded part of the answer. It is not
+// safe for concurrent use: a gate makes one attempt of a probe at a time.
+func (h *HTTP) Check(ctx context.Context) error {
+	reused := h.conn != nil
+	resp, err := h.roundTrip(ctx)
+	if err != nil && reused && ctx.Err() == nil {
+		// The kept connection may have been closed by the server while
+		// idle; that says nothing about readiness. Once more, afresh.
+		resp, err = h.roundTrip(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 200 && resp.StatusCode <= 299 {
+		return nil
+	}
+	return resp.notReady
+}
+
+// answer is what Check needs of a response.
+type answer struct {
+	StatusCode int
+	notReady   *NotReadyError
+}
+
+func (h *HTTP) roundTrip(ctx context.Context) (answer, error) {
+	if err := h.connect(ctx); err != nil {
+		return answer{}, err
+	}
+	// The attempt's deadline and cancellation reach the connection as a
+	// deadline: no goroutine waits on ctx unless it ends.
+	deadline, _ := ctx.Deadline()
+	_ = h.conn.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = h.conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	resp, err := h.exchange()
+	if err != nil {
+		h.drop()
+		if ctx.Err() != nil {
+			return answer{}, ctx.Err()
+		}
+		return answer{}, err
+	}
+	return resp, nil
+}
+
+// exchange writes the request and reads the answer. The connection stays
+// for the next attempt only if the answer ended cleanly and the server
+// keeps it.
+func (h *HTTP) exchange() (answer, error) {
+	if _, err := h.conn.Write(h.request); err != nil {
+		return answer{}, err
+	}
+	resp, err := http.ReadResponse(h.br, nil)
+	if err != nil {
+		return answer{}, err
+	}
+	head := make([]byte, bodySnippet)
+	n, _ := io.ReadFull(resp.Body, head)
+	// Drain what is left, within bounds, so the connection can be kept.
+	rest, err := io.Copy(io.Discard, io.LimitReader(resp.Body, bodyDrain))
+	drained := err == nil && rest < bodyDrain
+	if !drained || resp.Close || resp.StatusCode < 200 {
+		// Unread body, "Connection: close", or an interim 1xx answer
+		// with more to come: the connection cannot serve another request.
+		// Closed first, so that closing the body does not read on.
+		h.drop()
+	}
+	resp.Body.Close()
+	a := answer{StatusCode: resp.StatusCode}
+	if resp.StatusCode >= 200 && resp.StatusCode <= 299 {
+		return a, nil
+	}
+	status := resp.Status
+	if loc := resp.Header.Get("Location"); loc != "" && resp.StatusCode >= 300 && resp.StatusCode <= 399 {
+		status += " to " + cleanText(loc)
+	}
+	a.notReady = &NotReadyError{Status: status, Body: cleanText(string(head[:n]))}
+	return a, nil
+}
+
+// connect opens the connection if none is kept.
+func (h *HTTP) connect(ctx context.Context) error {
+	if h.conn != nil {
+		return nil
+	}
+	c, err := dial(ctx, &h.dialer, h.host, h.port)
+	if err != nil {
+		return err
+	}
+	if h.tls != nil {
+		tc := tls.Client(c, h.tls)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return err
+		}
+		c = tc
+	}
+	h.conn, h.br = c, bufio.NewReaderSize(c, 4096)
+	return nil
+}
+
+// drop closes the kept connection.
+func (h *HTTP) drop() {
+	if h.conn != nil {
+		h.conn.Close()
+		h.conn, h.br = nil, nil
+	}
+}
+
+func (h *HTTP) String() string { return h.spec }
+
+// Close closes the kept connection; the probe may still be used after.
+func (h *HTTP) Close() error {
+	h.drop()
+	return nil
 }
 
 // Client returns an HTTP client for requests to the host of u: it dials
@@ -76,50 +220,6 @@ func Client(u *url.URL, opts Options) *http.Client {
 			return http.ErrUseLastResponse
 		},
 	}
-}
-
-// Check sends one GET and reads a bounded part of the answer.
-func (h *HTTP) Check(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.url, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("User-Agent", h.agent)
-	resp, err := h.client.Do(req)
-	if err != nil {
-		return unwrapURLError(err)
-	}
-	defer resp.Body.Close()
-	head := make([]byte, bodySnippet)
-	n, _ := io.ReadFull(resp.Body, head)
-	// Drain what is left, within bounds, so the connection can be kept.
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, bodyDrain))
-	if resp.StatusCode >= 200 && resp.StatusCode <= 299 {
-		return nil
-	}
-	status := resp.Status
-	if status == "" {
-		status = fmt.Sprint(resp.StatusCode)
-	}
-	if loc := resp.Header.Get("Location"); loc != "" && resp.StatusCode >= 300 && resp.StatusCode <= 399 {
-		status += " to " + cleanText(loc)
-	}
-	return &NotReadyError{Status: status, Body: cleanText(string(head[:n]))}
-}
-
-func (h *HTTP) String() string { return h.spec }
-
-// CloseIdleConnections closes kept-alive connections; callers use it when
-// they are done with the probe.
-func (h *HTTP) CloseIdleConnections() { h.client.CloseIdleConnections() }
-
-// unwrapURLError drops the "Get \"url\": " prefix that net/http adds: the
-// caller names the probe already.
-func unwrapURLError(err error) error {
-	if ue, ok := err.(*url.Error); ok {
-		return ue.Err
-	}
-	return err
 }
 
 // cleanText makes untrusted answer text safe for one log line.

@@ -235,7 +235,7 @@ func TestHTTPKeepsConnectionAlive(t *testing.T) {
 	if got := conns.Load(); got != 1 {
 		t.Errorf("5 attempts opened %d connections, want 1", got)
 	}
-	p.(*HTTP).CloseIdleConnections()
+	p.(*HTTP).Close()
 }
 
 func TestHTTPS(t *testing.T) {
@@ -327,5 +327,70 @@ func TestFunc(t *testing.T) {
 	var p Probe = Func(func(context.Context) error { return want })
 	if err := p.Check(context.Background()); err != want {
 		t.Errorf("Func.Check = %v, want %v", err, want)
+	}
+}
+
+func TestHTTPSurvivesKeptConnectionClosed(t *testing.T) {
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(503)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	p := mustParse(t, srv.URL+"/", Options{})
+	for i := range 3 {
+		var nr *NotReadyError
+		if err := p.Check(context.Background()); !errors.As(err, &nr) {
+			t.Fatalf("attempt %d: %v, want not ready", i, err)
+		}
+		// The server drops idle connections between attempts.
+		srv.CloseClientConnections()
+	}
+	if got := conns.Load(); got != 3 {
+		t.Errorf("%d connections for 3 attempts with closes between, want 3", got)
+	}
+}
+
+func TestHTTPOddAnswers(t *testing.T) {
+	tests := []struct {
+		name, raw, want string
+	}{
+		{"garbage", "SSH-2.0-OpenSSH\r\n\r\n", "malformed HTTP"},
+		{"close after 200", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", ""},
+		{"interim 103", "HTTP/1.1 103 Early Hints\r\n\r\n", "answered 103 Early Hints"},
+		{"HTTP/1.0 503", "HTTP/1.0 503 Service Unavailable\r\n\r\nnot ready\n", `answered 503 Service Unavailable: "not ready"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					buf := make([]byte, 4096)
+					_, _ = c.Read(buf)
+					_, _ = c.Write([]byte(tc.raw))
+					c.Close()
+				}
+			}()
+			p := mustParse(t, "http://"+ln.Addr().String()+"/ready", Options{})
+			for range 2 { // the second attempt must not trip on the first's connection
+				err := p.Check(context.Background())
+				if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+					t.Fatalf("Check = %v, want %q", err, tc.want)
+				}
+			}
+		})
 	}
 }

@@ -32,8 +32,12 @@ type config struct {
 	preset         string
 	timeout        time.Duration
 	attemptTimeout time.Duration
-	backoffInitial time.Duration
-	backoffMax     time.Duration
+	pollRefused    time.Duration
+	pollRefusedMax time.Duration
+	pollMin        time.Duration
+	pollMax        time.Duration
+	pollShare      float64
+	pollJitter     float64
 	onTimeout      string
 	insecure       bool
 	disabled       bool
@@ -58,7 +62,7 @@ type mode struct {
 	synopsis string
 	about    string
 	probes   bool // --probe, --preset, --attempt-timeout, --disabled, ...
-	waits    bool // --timeout, --on-timeout, --backoff-*
+	waits    bool // --timeout, --on-timeout, --poll-*
 	quits    bool // --quit-url, --quit-timeout, --quit-allow-remote
 	flags    bool // takes flags at all
 }
@@ -198,8 +202,12 @@ func newFlagSet(m mode, cfg *config, forward *string) *pflag.FlagSet {
 		fs.DurationVar(&cfg.attemptTimeout, "attempt-timeout", gate.DefaultAttemptTimeout, "bound on each attempt of each probe")
 	}
 	if m.waits {
-		fs.DurationVar(&cfg.backoffInitial, "backoff-initial", gate.DefaultBackOffInitial, "first pause between attempts (the first attempt is immediate)")
-		fs.DurationVar(&cfg.backoffMax, "backoff-max", gate.DefaultBackOffMax, "largest pause between attempts")
+		fs.DurationVar(&cfg.pollRefused, "poll-refused", gate.DefaultRefused, "pause while the proxy's port refuses connections (costs the proxy nothing)")
+		fs.DurationVar(&cfg.pollRefusedMax, "poll-refused-max", gate.DefaultRefusedMax, "the pause while refused grows by 10% an attempt up to this")
+		fs.DurationVar(&cfg.pollMin, "poll-min", gate.DefaultPollMin, "shortest pause once the proxy answers")
+		fs.DurationVar(&cfg.pollMax, "poll-max", gate.DefaultPollMax, "longest pause once the proxy answers")
+		fs.Float64Var(&cfg.pollShare, "poll-share", gate.DefaultShare, "pace answered attempts so the proxy spends at most this share of its time answering (0.04 = 4%)")
+		fs.Float64Var(&cfg.pollJitter, "poll-jitter", gate.DefaultJitter, "vary each pause by up to this fraction, so pods started together drift apart")
 	}
 	if m.probes {
 		fs.BoolVar(&cfg.insecure, "insecure-skip-verify", false, "do not verify https probes' certificates")
@@ -336,10 +344,18 @@ func validate(cfg config, m mode) error {
 		switch {
 		case cfg.timeout < 0:
 			return gate.Usagef("--timeout must not be negative, got %s (0 waits for ever)", cfg.timeout)
-		case cfg.backoffInitial <= 0:
-			return gate.Usagef("--backoff-initial must be positive, got %s", cfg.backoffInitial)
-		case cfg.backoffMax < cfg.backoffInitial:
-			return gate.Usagef("--backoff-max (%s) must not be less than --backoff-initial (%s)", cfg.backoffMax, cfg.backoffInitial)
+		case cfg.pollRefused <= 0:
+			return gate.Usagef("--poll-refused must be positive, got %s", cfg.pollRefused)
+		case cfg.pollRefusedMax < cfg.pollRefused:
+			return gate.Usagef("--poll-refused-max (%s) must not be less than --poll-refused (%s)", cfg.pollRefusedMax, cfg.pollRefused)
+		case cfg.pollMin <= 0:
+			return gate.Usagef("--poll-min must be positive, got %s", cfg.pollMin)
+		case cfg.pollMax < cfg.pollMin:
+			return gate.Usagef("--poll-max (%s) must not be less than --poll-min (%s)", cfg.pollMax, cfg.pollMin)
+		case !(cfg.pollShare > 0 && cfg.pollShare < 1):
+			return gate.Usagef("--poll-share must be between 0 and 1 (exclusive), got %v", cfg.pollShare)
+		case !(cfg.pollJitter >= 0 && cfg.pollJitter < 1):
+			return gate.Usagef("--poll-jitter must be at least 0 and less than 1, got %v", cfg.pollJitter)
 		case cfg.onTimeout != "fail" && cfg.onTimeout != "start":
 			return gate.Usagef("--on-timeout must be fail or start, got %q", cfg.onTimeout)
 		}

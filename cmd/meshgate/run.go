@@ -79,7 +79,8 @@ func start(ctx context.Context, cfg config, environ []string, log *zap.Logger, s
 		Timeout:        cfg.timeout,
 		AttemptTimeout: cfg.attemptTimeout,
 		BackOff: func() backoff.BackOff {
-			return gate.NewBackOff(cfg.backoffInitial, cfg.backoffMax)
+			return &gate.Pacer{Refused: cfg.pollRefused, RefusedMax: cfg.pollRefusedMax, Min: cfg.pollMin,
+				Max: cfg.pollMax, Share: cfg.pollShare, Jitter: cfg.pollJitter}
 		},
 		Signals: sigs.C,
 		Log:     log,

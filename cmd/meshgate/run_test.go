@@ -23,12 +23,12 @@ func TestParse(t *testing.T) {
 	}{
 		{"defaults", []string{"--", "/app"}, nil, func(c *config) {}},
 		{"flags", []string{"--probe", "tcp://localhost:1", "--probe=http://localhost:2/r", "--timeout", "30s",
-			"--on-timeout=start", "--attempt-timeout", "200ms", "--backoff-initial", "1ms", "--backoff-max", "2s",
+			"--on-timeout=start", "--attempt-timeout", "200ms", "--poll-min", "1ms", "--poll-max", "2s", "--poll-share", "0.1", "--poll-jitter=0",
 			"--insecure-skip-verify", "--disabled", "--log-format", "console", "--log-level", "debug", "--", "/app", "--timeout", "x"},
 			nil, func(c *config) {
 				c.probes = []string{"tcp://localhost:1", "http://localhost:2/r"}
 				c.timeout, c.onTimeout, c.attemptTimeout = 30*time.Second, "start", 200*time.Millisecond
-				c.backoffInitial, c.backoffMax = time.Millisecond, 2*time.Second
+				c.pollMin, c.pollMax, c.pollShare, c.pollJitter = time.Millisecond, 2*time.Second, 0.1, 0
 				c.insecure, c.disabled, c.logFormat, c.logLevel = true, true, "console", "debug"
 				c.command = []string{"/app", "--timeout", "x"}
 			}},
@@ -59,14 +59,16 @@ func TestParse(t *testing.T) {
 		}},
 		{"check", []string{"check", "--preset", "kuma"}, []string{"MESHGATE_TIMEOUT=1s"}, func(c *config) {
 			c.mode, c.preset, c.command = "check", "kuma", nil
-			c.timeout, c.onTimeout, c.backoffInitial, c.backoffMax = 0, "", 0, 0 // not flags of check
+			c.timeout, c.onTimeout = 0, "" // not flags of check
+			c.pollRefused, c.pollRefusedMax, c.pollMin, c.pollMax, c.pollShare, c.pollJitter = 0, 0, 0, 0, 0, 0
 			c.quitOn, c.quitTimeout, c.forward = "", 0, nil
 		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			want := config{timeout: 2 * time.Minute, attemptTimeout: time.Second, backoffInitial: 10 * time.Millisecond,
-				backoffMax: 250 * time.Millisecond, onTimeout: "fail", logFormat: "json", logLevel: "info", command: []string{"/app"},
+			want := config{timeout: 2 * time.Minute, attemptTimeout: time.Second, pollRefused: 10 * time.Millisecond,
+				pollRefusedMax: 100 * time.Millisecond, pollMin: 15 * time.Millisecond, pollMax: time.Second,
+				pollShare: 0.04, pollJitter: 0.2, onTimeout: "fail", logFormat: "json", logLevel: "info", command: []string{"/app"},
 				quitOn: "always", quitTimeout: 10 * time.Second, forward: []syscall.Signal{syscall.SIGTERM, syscall.SIGINT,
 					syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH}}
 			tc.want(&want)
@@ -98,8 +100,13 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--timeout", "soon", "--", "/app"}, nil, `"soon" for "--timeout"`},
 		{[]string{"--timeout", "-1s", "--", "/app"}, nil, "--timeout must not be negative"},
 		{[]string{"--attempt-timeout", "0s", "--", "/app"}, nil, "--attempt-timeout must be positive"},
-		{[]string{"--backoff-initial", "0s", "--", "/app"}, nil, "--backoff-initial must be positive"},
-		{[]string{"--backoff-initial", "2s", "--backoff-max", "1s", "--", "/app"}, nil, "--backoff-max (1s) must not be less than --backoff-initial (2s)"},
+		{[]string{"--poll-min", "0s", "--", "/app"}, nil, "--poll-min must be positive"},
+		{[]string{"--poll-min", "2s", "--poll-max", "1s", "--", "/app"}, nil, "--poll-max (1s) must not be less than --poll-min (2s)"},
+		{[]string{"--poll-refused", "-1ms", "--", "/app"}, nil, "--poll-refused must be positive"},
+		{[]string{"--poll-refused", "1s", "--", "/app"}, nil, "--poll-refused-max (100ms) must not be less than --poll-refused (1s)"},
+		{[]string{"--poll-share", "1", "--", "/app"}, nil, "--poll-share must be between 0 and 1"},
+		{[]string{"--poll-share", "lots", "--", "/app"}, nil, `"lots" for "--poll-share"`},
+		{[]string{"--", "/app"}, []string{"MESHGATE_POLL_JITTER=1.5"}, "--poll-jitter must be at least 0 and less than 1, got 1.5"},
 		{[]string{"--on-timeout", "retry", "--", "/app"}, nil, `--on-timeout must be fail or start, got "retry"`},
 		{[]string{"--preset", "istoi", "--", "/app"}, nil, `unknown preset "istoi"`},
 		{[]string{"--probe", "localhost:15020", "--", "/app"}, nil, `probe "localhost:15020": missing scheme`},
