@@ -9,10 +9,18 @@ GOFLAGS_BUILD := -trimpath -buildvcs=false -ldflags "-s -w -buildid= -X main.ver
 IMAGE   ?= localhost/meshgate:$(VERSION)
 BUILDAH ?= buildah --storage-driver vfs
 
-.PHONY: build test demo vet clean tools image image-offline
+.PHONY: build test demo vet clean tools image image-offline reproducible
 
 build:
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/meshgate ./cmd/meshgate
+
+# Two builds from scratch must give the same bytes: no time stamps, paths or
+# build IDs in the binary.
+reproducible:
+	@set -e; a=$$(mktemp -d); b=$$(mktemp -d); trap 'rm -rf $$a $$b' EXIT; \
+	CGO_ENABLED=0 GOCACHE=$$a/cache $(GO) build $(GOFLAGS_BUILD) -o $$a/meshgate ./cmd/meshgate; \
+	CGO_ENABLED=0 GOCACHE=$$b/cache $(GO) build $(GOFLAGS_BUILD) -o $$b/meshgate ./cmd/meshgate; \
+	sha256sum $$a/meshgate $$b/meshgate; cmp $$a/meshgate $$b/meshgate && echo "reproducible: identical"
 
 # Test helpers: the proxy emulator and the app behind the gate.
 tools:

@@ -50,12 +50,10 @@ func (g *Gate) Exec(argv, env []string) error {
 	return nil
 }
 
-// execClean calls execve with an empty signal mask. A caller may have
-// started us with signals blocked, and a blocked mask survives exec; the
-// command must start as if we were not there. Ignored signals are not a
-// concern: the Go runtime catches every signal it may (and os/signal
-// catches SIGHUP and SIGINT, the two it leaves ignored), and exec resets
-// caught signals to their defaults.
+// execClean calls execve with every signal at its default action and none
+// blocked. Whoever started us may have blocked or ignored signals, and
+// both survive exec; the command must start as if we were not there. Exec
+// resets the signals the Go runtime catches; the others are reset here.
 func execClean(path string, argv, env []string) error {
 	// If exec fails the thread keeps its empty mask, which is what the
 	// runtime wants of its threads anyway.
@@ -64,7 +62,52 @@ func execClean(path string, argv, env []string) error {
 	if err := clearSignalMask(); err != nil {
 		return err
 	}
-	return syscall.Exec(path, argv, env)
+	ignored := unignoreSignals()
+	err := syscall.Exec(path, argv, env)
+	reignoreSignals(ignored)
+	return err
+}
+
+// kernelSigaction is the kernel's struct sigaction on Linux.
+type kernelSigaction struct {
+	handler  uintptr
+	flags    uint64
+	restorer uintptr
+	mask     uint64
+}
+
+const sigIgn = 1 // SIG_IGN; SIG_DFL is 0
+
+// unignoreSignals sets every ignored signal to its default action, and
+// returns them. The Go runtime catches nearly every signal, but leaves
+// alone those the C library reserves (32 and up), and a parent may have
+// ignored those too.
+func unignoreSignals() []syscall.Signal {
+	var ignored []syscall.Signal
+	for sig := syscall.Signal(1); sig <= 64; sig++ {
+		if sig == syscall.SIGKILL || sig == syscall.SIGSTOP {
+			continue
+		}
+		var old kernelSigaction
+		if _, _, e := syscall.RawSyscall6(syscall.SYS_RT_SIGACTION, uintptr(sig), 0,
+			uintptr(unsafe.Pointer(&old)), 8, 0, 0); e != 0 || old.handler != sigIgn {
+			continue
+		}
+		var dfl kernelSigaction
+		if _, _, e := syscall.RawSyscall6(syscall.SYS_RT_SIGACTION, uintptr(sig),
+			uintptr(unsafe.Pointer(&dfl)), 0, 8, 0, 0); e == 0 {
+			ignored = append(ignored, sig)
+		}
+	}
+	return ignored
+}
+
+// reignoreSignals undoes unignoreSignals.
+func reignoreSignals(sigs []syscall.Signal) {
+	for _, sig := range sigs {
+		act := kernelSigaction{handler: sigIgn}
+		syscall.RawSyscall6(syscall.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&act)), 0, 8, 0, 0)
+	}
 }
 
 // clearSignalMask unblocks every signal on the calling thread, which the

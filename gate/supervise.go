@@ -62,15 +62,19 @@ func (g *Gate) Supervise(argv, env []string) error {
 	}
 }
 
-// startClean starts cmd from a thread with no signals blocked: the child
-// takes the mask of the thread that forks it, and ours may hold signals
-// that whoever started us had blocked.
+// startClean starts cmd with every signal at its default action and none
+// blocked, as execClean does: the child takes the mask of the thread that
+// forks it and our ignored signals. They are ignored again once the child
+// is started; for that moment a signal our parent chose to ignore, which
+// no one sends, would take its default action on us.
 func startClean(cmd *exec.Cmd) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if err := clearSignalMask(); err != nil {
 		return err
 	}
+	ignored := unignoreSignals()
+	defer reignoreSignals(ignored)
 	return cmd.Start()
 }
 

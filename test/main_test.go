@@ -80,10 +80,11 @@ func build(out, pkg string) error {
 	return nil
 }
 
-// launch starts meshgate the way a careless parent might: SIGHUP, SIGINT
-// and SIGUSR1 ignored, SIGTERM and SIGUSR2 blocked. Both survive execve.
+// launch starts meshgate the way a careless parent might: SIGHUP, SIGINT,
+// SIGUSR1 and signals 32 and 40 (which the Go runtime leaves alone)
+// ignored, SIGTERM and SIGUSR2 blocked. Both survive execve.
 func launch() {
-	for _, s := range []syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGUSR1} {
+	for _, s := range []syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGUSR1, 32, 40} {
 		ignore(s)
 	}
 	runtime.LockOSThread()
