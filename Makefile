@@ -9,7 +9,7 @@ GOFLAGS_BUILD := -trimpath -buildvcs=false -ldflags "-s -w -buildid= -X main.ver
 IMAGE   ?= localhost/meshgate:$(VERSION)
 BUILDAH ?= buildah --storage-driver vfs
 
-.PHONY: build test demo vet clean tools image image-offline reproducible
+.PHONY: build test demo vet clean tools image image-offline reproducible bench
 
 build:
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/meshgate ./cmd/meshgate
@@ -46,6 +46,12 @@ demo: build tools
 	$(BIN)/meshgate --log-format console --probe http://$(DEMO_ADDR)/healthz/ready --timeout 30s -- \
 		$(BIN)/app --port 8080; \
 	echo "== exit status $$? =="
+
+# Measures bin/meshgate against the proxy emulator and the classic curl
+# loop, and prints one markdown table. Timings are not tests: CI does not
+# run this. The baseline needs curl.
+bench: build tools
+	$(GO) run ./test/bench --meshgate $(BIN)/meshgate --app $(BIN)/app
 
 # The image, built with the machine's builder: docker if its engine runs,
 # else buildah. The builder stage pulls BUILDER_IMAGE (golang:1.26).

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -20,12 +22,42 @@ const (
 	// be reused. A readiness answer is a few bytes; past this the connection
 	// is closed instead.
 	bodyDrain = 64 << 10
+	// maxHead bounds the bytes read for the status lines and headers of an
+	// answer, interim answers included. net/http reads a line until it
+	// ends, so a line that never ends would fill memory until the deadline.
+	maxHead = 64 << 10
+	// maxBodyRead bounds the bytes read for the body, its chunk framing and
+	// trailer included; past it the connection is dropped, not read on.
+	maxBodyRead = 2 * bodyDrain
+	// maxInterim is how many 1xx answers may come before the final one.
+	maxInterim = 5
 )
+
+// errOverBudget ends reading an answer that goes on past its bound.
+var errOverBudget = errors.New("answer longer than its bound")
+
+// budget reads from the connection until left runs out.
+type budget struct {
+	r    io.Reader
+	left int64
+}
+
+func (b *budget) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, errOverBudget
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
 
 // HTTP is ready when a GET of its URL answers 2xx. Redirects are not
 // followed (a redirect is not "ready"), proxy variables such as HTTP_PROXY
-// are ignored (the target is the pod's own proxy), and at most a bounded
-// part of the body is read.
+// are ignored (the target is the pod's own proxy), interim 1xx answers are
+// skipped, and at most a bounded part of the answer is read.
 //
 // It speaks HTTP/1.1 itself over one kept-alive connection, in the
 // caller's goroutine: an attempt is a write and a read, with no goroutine,
@@ -40,6 +72,7 @@ type HTTP struct {
 	dialer     net.Dialer
 
 	conn net.Conn // kept alive between attempts, or nil
+	in   *budget  // conn, bounded for each answer
 	br   *bufio.Reader
 }
 
@@ -97,12 +130,19 @@ func (h *HTTP) roundTrip(ctx context.Context) (answer, error) {
 		return answer{}, err
 	}
 	// The attempt's deadline and cancellation reach the connection as a
-	// deadline: no goroutine waits on ctx unless it ends.
+	// deadline: no goroutine waits on ctx unless it ends. The callback
+	// takes c, not h.conn, which this goroutine changes meanwhile.
+	c := h.conn
 	deadline, _ := ctx.Deadline()
-	_ = h.conn.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { _ = h.conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	_ = c.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
 	resp, err := h.exchange()
+	if !stop() {
+		// ctx ended during the exchange: its callback has set, or is
+		// about to set, a past deadline on c that would fail the next
+		// attempt.
+		h.drop()
+	}
 	if err != nil {
 		h.drop()
 		if ctx.Err() != nil {
@@ -120,18 +160,27 @@ func (h *HTTP) exchange() (answer, error) {
 	if _, err := h.conn.Write(h.request); err != nil {
 		return answer{}, err
 	}
-	resp, err := http.ReadResponse(h.br, nil)
+	h.in.left = maxHead
+	resp, err := h.readFinal()
 	if err != nil {
 		return answer{}, err
 	}
-	head := make([]byte, bodySnippet)
-	n, _ := io.ReadFull(resp.Body, head)
-	// Drain what is left, within bounds, so the connection can be kept.
-	rest, err := io.Copy(io.Discard, io.LimitReader(resp.Body, bodyDrain))
+	h.in.left = maxBodyRead
+	head, err := io.ReadAll(io.LimitReader(resp.Body, bodySnippet))
+	var rest int64
+	if err == nil {
+		// Drain what is left, within bounds, so the connection can be kept.
+		rest, err = io.Copy(io.Discard, io.LimitReader(resp.Body, bodyDrain))
+	}
+	if err != nil && !errors.Is(err, errOverBudget) {
+		// A body cut short or stalled: the answer never arrived whole.
+		return answer{}, err
+	}
 	drained := err == nil && rest < bodyDrain
-	if !drained || resp.Close || resp.StatusCode < 200 {
-		// Unread body, "Connection: close", or an interim 1xx answer
-		// with more to come: the connection cannot serve another request.
+	if !drained || resp.Close || resp.StatusCode < 200 || h.br.Buffered() > 0 {
+		// Unread body, "Connection: close", a switch of protocols, or
+		// bytes nobody asked for, which the next attempt would take for
+		// its answer: the connection cannot serve another request.
 		// Closed first, so that closing the body does not read on.
 		h.drop()
 	}
@@ -144,8 +193,27 @@ func (h *HTTP) exchange() (answer, error) {
 	if loc := resp.Header.Get("Location"); loc != "" && resp.StatusCode >= 300 && resp.StatusCode <= 399 {
 		status += " to " + cleanText(loc)
 	}
-	a.notReady = &NotReadyError{Status: status, Body: cleanText(string(head[:n]))}
+	a.notReady = &NotReadyError{Status: status, Body: cleanText(string(head))}
 	return a, nil
+}
+
+// readFinal reads answers up to the final one, past the interim 1xx
+// answers a server may send first, as an HTTP client does. 101 is final:
+// it switches protocols, which nobody asked for.
+func (h *HTTP) readFinal() (*http.Response, error) {
+	for range maxInterim + 1 {
+		resp, err := http.ReadResponse(h.br, nil)
+		if errors.Is(err, errOverBudget) {
+			return nil, fmt.Errorf("status line and headers longer than %d KiB", maxHead>>10)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode < 100 || resp.StatusCode > 199 || resp.StatusCode == http.StatusSwitchingProtocols {
+			return resp, nil
+		}
+	}
+	return nil, fmt.Errorf("more than %d interim answers", maxInterim)
 }
 
 // connect opens the connection if none is kept.
@@ -165,7 +233,8 @@ func (h *HTTP) connect(ctx context.Context) error {
 		}
 		c = tc
 	}
-	h.conn, h.br = c, bufio.NewReaderSize(c, 4096)
+	h.conn, h.in = c, &budget{r: c}
+	h.br = bufio.NewReaderSize(h.in, 4096)
 	return nil
 }
 
@@ -173,7 +242,7 @@ func (h *HTTP) connect(ctx context.Context) error {
 func (h *HTTP) drop() {
 	if h.conn != nil {
 		h.conn.Close()
-		h.conn, h.br = nil, nil
+		h.conn, h.in, h.br = nil, nil, nil
 	}
 }
 

@@ -101,11 +101,16 @@ func TestPresets(t *testing.T) {
 	}
 }
 
+// mustParse makes a probe that is closed when the test ends, so that no
+// kept connection outlives it.
 func mustParse(t *testing.T, spec string, opts Options) Probe {
 	t.Helper()
 	p, err := Parse(spec, opts)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c, ok := p.(io.Closer); ok {
+		t.Cleanup(func() { _ = c.Close() })
 	}
 	return p
 }
@@ -362,7 +367,8 @@ func TestHTTPOddAnswers(t *testing.T) {
 	}{
 		{"garbage", "SSH-2.0-OpenSSH\r\n\r\n", "malformed HTTP"},
 		{"close after 200", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", ""},
-		{"interim 103", "HTTP/1.1 103 Early Hints\r\n\r\n", "answered 103 Early Hints"},
+		{"binary garbage", "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\n\xff\xfe\x00\r\n\r\n", "malformed HTTP"},
+		{"interim 103, no final answer", "HTTP/1.1 103 Early Hints\r\n\r\n", "unexpected EOF"},
 		{"HTTP/1.0 503", "HTTP/1.0 503 Service Unavailable\r\n\r\nnot ready\n", `answered 503 Service Unavailable: "not ready"`},
 	}
 	for _, tc := range tests {

@@ -396,3 +396,31 @@ func TestReapsOrphansAsPID1(t *testing.T) {
 		bins.meshgate, "--probe", ready, "--quit-url", quit, "--", bins.app}, "APP_ORPHANS=5")
 	checkReaped(t, s, childOf(t, s.cmd.Process.Pid))
 }
+
+func TestProxyDiesWhileTheCommandRuns(t *testing.T) {
+	t.Parallel()
+	e, ready, quit := proxy(t, "200", "200", false)
+	s := startSupervised(t, bins.meshgate, []string{"--probe", ready, "--quit-url", quit, "--quit-timeout", "1s", "--", bins.app}, "APP_EXIT=5")
+	s.expect("ready")
+	e.Close() // the proxy is gone
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	if code := s.wait(); code != 5 {
+		t.Errorf("exit %d, want the app's 5\n%s", code, s.stderr)
+	}
+	if len(s.logs("proxy did not take the quit")) != 1 {
+		t.Errorf("want one warning that the quit found no proxy\n%s", s.stderr)
+	}
+}
+
+func TestSignalDuringTheQuit(t *testing.T) {
+	t.Parallel()
+	_, ready, quit := proxy(t, "200", sidecar.Hang, false)
+	g := start(t, []string{"--probe", ready, "--quit-url", quit, "--quit-timeout", "2s", "--", bins.app}, "APP_EXIT=6")
+	g.waitLog("exited")
+	// The pod is being deleted while the quit hangs: the quit stays
+	// bounded and the command's status stands.
+	_ = g.cmd.Process.Signal(syscall.SIGTERM)
+	if code := g.wait(); code != 6 {
+		t.Errorf("exit %d, want the app's 6\n%s", code, g.stderr)
+	}
+}

@@ -55,6 +55,7 @@ import (
 	"context"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 )
 
@@ -62,6 +63,12 @@ import (
 var version = "dev"
 
 func main() {
+	// A gate runs one thing at a time: one processor means fewer threads
+	// to wake on every attempt. GOMAXPROCS in the environment still wins,
+	// and the command gets its own runtime.
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
 	c := make(chan os.Signal, 32)
 	// Catching these also makes them reach us as PID 1, and exec resets
 	// caught signals to their defaults for the command.

@@ -226,7 +226,7 @@ func newLogger(cfg config, stderr io.Writer) *zap.Logger {
 		enc = zapcore.NewConsoleEncoder(ec)
 	} else {
 		ec := zap.NewProductionEncoderConfig()
-		ec.EncodeTime = zapcore.ISO8601TimeEncoder
+		ec.EncodeTime = zapcore.RFC3339NanoTimeEncoder
 		ec.EncodeDuration = zapcore.StringDurationEncoder
 		enc = zapcore.NewJSONEncoder(ec)
 	}

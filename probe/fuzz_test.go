@@ -1,0 +1,78 @@
+package probe
+
+import (
+	"bufio"
+	"bytes"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// FuzzParse checks that Parse never panics, that each error names the
+// spec, and that an accepted spec makes a probe that stands for it and
+// sends a well-formed request. The seeds are in testdata/fuzz/FuzzParse.
+func FuzzParse(f *testing.F) {
+	f.Fuzz(func(t *testing.T, spec string) {
+		p, err := Parse(spec, Options{})
+		if err != nil {
+			if p != nil {
+				t.Errorf("Parse(%q) = %v with error %v, want no probe", spec, p, err)
+			}
+			if !strings.Contains(err.Error(), strconv.Quote(spec)) {
+				t.Errorf("Parse(%q) error = %q, want it to name the spec quoted", spec, err)
+			}
+			return
+		}
+		if got := p.String(); got != spec {
+			t.Errorf("Parse(%q).String() = %q, want the spec", spec, got)
+		}
+		again, err := Parse(p.String(), Options{})
+		if err != nil || again.String() != spec || typeName(again) != typeName(p) {
+			t.Errorf("Parse(Parse(%q).String()) = %v, %v; want the same %s", spec, again, err, typeName(p))
+		}
+		switch p := p.(type) {
+		case *HTTP:
+			checkPort(t, spec, p.port)
+			checkRequest(t, spec, p.request)
+			if _, err := ParseHTTPURL(spec); err != nil {
+				t.Errorf("ParseHTTPURL(%q) = %v, want it to take what Parse takes", spec, err)
+			}
+		case *TCP:
+			checkPort(t, spec, p.port)
+		default:
+			t.Errorf("Parse(%q) is %T, want *HTTP or *TCP", spec, p)
+		}
+	})
+}
+
+func checkPort(t *testing.T, spec, port string) {
+	t.Helper()
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		t.Errorf("Parse(%q) probes port %q, want 1-65535", spec, port)
+	}
+}
+
+// checkRequest fails the test unless request is one GET of the spec's
+// path and query, with nothing smuggled in by its bytes.
+func checkRequest(t *testing.T, spec string, request []byte) {
+	t.Helper()
+	lines := bytes.Split(bytes.TrimSuffix(request, []byte("\r\n\r\n")), []byte("\r\n"))
+	if len(lines) != 4 {
+		t.Fatalf("Parse(%q) sends %q, want a request line and 3 headers", spec, request)
+	}
+	for _, l := range lines {
+		if bytes.ContainsAny(l, "\r\n\x00") {
+			t.Fatalf("Parse(%q) sends %q, want no line breaks or NULs within a line", spec, request)
+		}
+	}
+	r, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(request)))
+	if err != nil {
+		t.Fatalf("Parse(%q) sends %q, which does not parse: %v", spec, request, err)
+	}
+	u, _ := url.Parse(spec)
+	if r.Method != "GET" || r.RequestURI != u.RequestURI() || len(r.Header) != 2 {
+		t.Errorf("Parse(%q) sends %s %s with %v, want GET %s with User-Agent and Accept", spec, r.Method, r.RequestURI, r.Header, u.RequestURI())
+	}
+}

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// measurements are the names --only takes, in the order they run.
+func measurements() []string { return []string{"notice", "overhead", "load", "cost"} }
+
+// config is what the command line says.
+type config struct {
+	meshgate, app string
+	only          map[string]bool
+	seed          uint64
+
+	noticeTrials      int
+	noticeClosedMax   time.Duration
+	noticeNotReadyMin time.Duration
+	noticeNotReadyMax time.Duration
+
+	overheadRuns int
+
+	loadCosts    []time.Duration
+	loadTrials   int
+	loadClosed   time.Duration
+	loadNotReady time.Duration
+
+	costClosed  time.Duration
+	costWait    time.Duration
+	startupRuns int
+}
+
+func parse(args []string, stderr io.Writer) (config, error) {
+	var cfg config
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: go run ./test/bench --meshgate bin/meshgate --app bin/app [flags]")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&cfg.meshgate, "meshgate", "bin/meshgate", "the meshgate binary to measure")
+	fs.StringVar(&cfg.app, "app", "bin/app", "the app to start behind it (test/app)")
+	only := fs.String("only", strings.Join(measurements(), ","), "measurements to make, comma-separated")
+	fs.Uint64Var(&cfg.seed, "seed", 1, "seed of the notice trials' random phases, for repeatable runs")
+	fs.IntVar(&cfg.noticeTrials, "notice-trials", 20, "notice: trials per waiter (p99 means little below 20)")
+	fs.DurationVar(&cfg.noticeClosedMax, "notice-closed-max", 500*time.Millisecond, "notice: the port is closed for U(0, this)")
+	fs.DurationVar(&cfg.noticeNotReadyMin, "notice-503-min", time.Second, "notice: then answers 503 for U(this, --notice-503-max)")
+	fs.DurationVar(&cfg.noticeNotReadyMax, "notice-503-max", 3*time.Second, "notice: see --notice-503-min")
+	fs.IntVar(&cfg.overheadRuns, "overhead-runs", 50, "overhead: runs behind meshgate and runs of direct exec, each")
+	costs := fs.String("load-costs", "0ms,20ms", "load: the proxy's work per readiness request, one set of trials for each")
+	fs.IntVar(&cfg.loadTrials, "load-trials", 3, "load: trials per cost and waiter")
+	fs.DurationVar(&cfg.loadClosed, "load-closed", 500*time.Millisecond, "load: the port is closed for this long")
+	fs.DurationVar(&cfg.loadNotReady, "load-503", 4*time.Second, "load: then answers 503 for this long")
+	fs.DurationVar(&cfg.costClosed, "cost-closed", time.Second, "cost: the port is closed for this long")
+	fs.DurationVar(&cfg.costWait, "cost-wait", 5*time.Second, "cost: then answers 503 for this long")
+	fs.IntVar(&cfg.startupRuns, "startup-runs", 5, "cost: runs against a ready proxy, whose median CPU is the start-up cost")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	var err error
+	if cfg.only, err = parseOnly(*only); err != nil {
+		return cfg, err
+	}
+	if cfg.loadCosts, err = parseCosts(*costs); err != nil {
+		return cfg, err
+	}
+	switch {
+	case cfg.noticeTrials < 1 || cfg.overheadRuns < 1 || cfg.loadTrials < 1 || cfg.startupRuns < 1:
+		return cfg, errors.New("trial and run counts must be at least 1")
+	case cfg.noticeClosedMax < 0 || cfg.noticeNotReadyMin <= 0 || cfg.noticeNotReadyMax < cfg.noticeNotReadyMin:
+		return cfg, errors.New("notice phases: want --notice-closed-max ≥ 0 and 0 < --notice-503-min ≤ --notice-503-max")
+	case cfg.loadClosed <= 0 || cfg.loadNotReady <= 0 || cfg.costClosed <= 0 || cfg.costWait <= 0:
+		return cfg, errors.New("load and cost phases must be positive")
+	}
+	return cfg, nil
+}
+
+func parseOnly(list string) (map[string]bool, error) {
+	only := map[string]bool{}
+	for _, name := range strings.Split(list, ",") {
+		name = strings.TrimSpace(name)
+		known := false
+		for _, m := range measurements() {
+			known = known || m == name
+		}
+		if !known {
+			return nil, fmt.Errorf("--only: unknown measurement %q (want %s)", name, strings.Join(measurements(), ", "))
+		}
+		only[name] = true
+	}
+	return only, nil
+}
+
+func parseCosts(list string) ([]time.Duration, error) {
+	var costs []time.Duration
+	for _, s := range strings.Split(list, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(s))
+		if err != nil || d < 0 {
+			return nil, fmt.Errorf("--load-costs: bad cost %q", s)
+		}
+		costs = append(costs, d)
+	}
+	return costs, nil
+}
+
+// run is the benchmark from the command line to the exit code.
+func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
+	cfg, err := parse(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 2
+	}
+	b, err := newBench(cfg, environ, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 1
+	}
+	defer os.RemoveAll(b.dir)
+	began := time.Now()
+	rep := b.measure(ctx)
+	rep.write(stdout)
+	b.progress("done in %s", time.Since(began).Round(time.Second))
+	if rep.failed {
+		return 1
+	}
+	return 0
+}
+
+// newBench checks the binaries and prepares what every trial shares.
+func newBench(cfg config, environ []string, stderr io.Writer) (*bench, error) {
+	var err error
+	// Absolute, so that the shell loop and meshgate find them whatever
+	// their working directory.
+	for _, p := range []*string{&cfg.meshgate, &cfg.app} {
+		if *p, err = filepath.Abs(*p); err != nil {
+			return nil, err
+		}
+		if _, err := os.Stat(*p); err != nil {
+			return nil, fmt.Errorf("%w (make build tools builds bin/meshgate and bin/app)", err)
+		}
+	}
+	b := &bench{cfg: cfg, env: childEnv(environ), log: stderr, ports: newPorts()}
+	if b.curl, err = lookPath("curl", b.env); err != nil {
+		b.curl = ""
+	}
+	if b.dir, err = os.MkdirTemp("", "meshgate-bench-"); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// childEnv is the environment of every process the benchmark starts: ours,
+// without what would change what is measured. MESHGATE_* would set
+// meshgate's flags; APP_* the app's behaviour; proxy variables would send
+// curl's requests elsewhere (meshgate ignores them).
+func childEnv(environ []string) []string {
+	var env []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		upper := strings.ToUpper(name)
+		if strings.HasPrefix(name, "MESHGATE_") || strings.HasPrefix(name, "APP_") ||
+			strings.HasSuffix(upper, "_PROXY") && upper != "NO_PROXY" {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+// lookPath finds file in the PATH of env, the one the shell loop will use.
+func lookPath(file string, env []string) (string, error) {
+	for _, kv := range env {
+		if path, ok := strings.CutPrefix(kv, "PATH="); ok {
+			for _, dir := range filepath.SplitList(path) {
+				if p, err := exec.LookPath(filepath.Join(dir, file)); err == nil {
+					return p, nil
+				}
+			}
+		}
+	}
+	return "", exec.ErrNotFound
+}
