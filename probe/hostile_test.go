@@ -506,19 +506,11 @@ func TestHTTPDropsUnaskedAnswer(t *testing.T) {
 
 func TestHTTPFlapping(t *testing.T) {
 	var ready atomic.Bool
-	var conns atomic.Int64
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 		if !ready.Load() {
 			w.WriteHeader(503)
 		}
-	}))
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	srv.Start()
-	defer srv.Close()
+	})
 	p := newHTTPProbe(t, srv.URL+"/ready")
 	for i, state := range []bool{true, false, true, false, false, true} {
 		ready.Store(state)

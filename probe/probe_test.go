@@ -221,18 +221,10 @@ func TestHTTPBoundsTheBody(t *testing.T) {
 }
 
 func TestHTTPKeepsConnectionAlive(t *testing.T) {
-	var conns atomic.Int64
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(503)
 		_, _ = w.Write([]byte("not ready\n"))
-	}))
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	srv.Start()
-	defer srv.Close()
+	})
 	p := mustParse(t, srv.URL+"/", Options{})
 	for i := 0; i < 5; i++ {
 		_ = p.Check(context.Background())
@@ -241,6 +233,22 @@ func TestHTTPKeepsConnectionAlive(t *testing.T) {
 		t.Errorf("5 attempts opened %d connections, want 1", got)
 	}
 	p.(*HTTP).Close()
+}
+
+// countingServer starts a test server that counts the connections made to
+// it, to tell a kept-alive connection from new ones.
+func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv, &conns
 }
 
 func TestHTTPS(t *testing.T) {
@@ -259,23 +267,10 @@ func TestHTTPS(t *testing.T) {
 
 func TestHTTPCutByContext(t *testing.T) {
 	// A server that accepts and never answers.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	srv := newRawServer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { done <- mustParse(t, "http://"+ln.Addr().String()+"/", Options{}).Check(ctx) }()
+	go func() { done <- mustParse(t, srv.URL()+"/", Options{}).Check(ctx) }()
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("Check = %v, want context.Canceled", err)
@@ -336,17 +331,9 @@ func TestFunc(t *testing.T) {
 }
 
 func TestHTTPSurvivesKeptConnectionClosed(t *testing.T) {
-	var conns atomic.Int64
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(503)
-	}))
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	srv.Start()
-	defer srv.Close()
+	})
 	p := mustParse(t, srv.URL+"/", Options{})
 	for i := range 3 {
 		var nr *NotReadyError
@@ -373,24 +360,12 @@ func TestHTTPOddAnswers(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					buf := make([]byte, 4096)
-					_, _ = c.Read(buf)
-					_, _ = c.Write([]byte(tc.raw))
-					c.Close()
-				}
-			}()
-			p := mustParse(t, "http://"+ln.Addr().String()+"/ready", Options{})
+			srv := newRawServer(t, func(c net.Conn) {
+				buf := make([]byte, 4096)
+				_, _ = c.Read(buf)
+				_, _ = c.Write([]byte(tc.raw))
+			})
+			p := mustParse(t, srv.URL()+"/ready", Options{})
 			for range 2 { // the second attempt must not trip on the first's connection
 				err := p.Check(context.Background())
 				if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
