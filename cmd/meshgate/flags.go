@@ -49,8 +49,9 @@ type config struct {
 	forward        []syscall.Signal
 	logFormat      string
 	logLevel       string
-	command        []string // the command to run; for install, the destination
-	unknownEnv     []string // MESHGATE_* variables that name no flag
+	command        []string        // the command to run; for install, the destination
+	unknownEnv     []string        // MESHGATE_* variables that name no flag
+	given          map[string]bool // flags set on the command line or by a variable
 }
 
 // quits reports whether the proxy is to be told to quit after the command.
@@ -135,6 +136,8 @@ func parse(args, environ []string) (config, error) {
 	if cfg.command, err = positional(m, fs.Args(), fs.ArgsLenAtDash()); err != nil {
 		return cfg, err
 	}
+	cfg.given = map[string]bool{}
+	fs.Visit(func(f *pflag.Flag) { cfg.given[f.Name] = true })
 	return cfg, validate(cfg, m)
 }
 
@@ -277,7 +280,7 @@ func applyEnv(fs *pflag.FlagSet, environ []string) ([]string, error) {
 			values = strings.Split(v, ",")
 		}
 		for _, one := range values {
-			if e := f.Value.Set(strings.TrimSpace(one)); e != nil {
+			if e := fs.Set(f.Name, strings.TrimSpace(one)); e != nil {
 				err = gate.Usagef("%s=%q: %v", envName(f.Name), v, e)
 				return
 			}
@@ -335,8 +338,21 @@ func parseSignals(list string) ([]syscall.Signal, error) {
 	return sigs, nil
 }
 
-// validate checks values that parse but make no sense together.
+// Bounds past which a duration is a mistake (a missing unit, a typo), not
+// a choice: a gate that waits a day for a proxy is broken either way.
+const (
+	maxTimeout = 24 * time.Hour
+	maxPause   = time.Hour
+)
+
+// validate checks values that parse but make no sense, alone or together.
 func validate(cfg config, m mode) error {
+	if err := checkBounds(cfg, m); err != nil {
+		return err
+	}
+	if err := checkTogether(cfg, m); err != nil {
+		return err
+	}
 	if m.probes && cfg.attemptTimeout <= 0 {
 		return gate.Usagef("--attempt-timeout must be positive, got %s", cfg.attemptTimeout)
 	}
@@ -382,6 +398,55 @@ func validate(cfg config, m mode) error {
 	}
 	_, err := quitURLs(cfg)
 	return err
+}
+
+// checkBounds rejects absurd durations.
+func checkBounds(cfg config, m mode) error {
+	limits := []struct {
+		flag  string
+		value time.Duration
+		max   time.Duration
+		ok    bool
+	}{
+		{"timeout", cfg.timeout, maxTimeout, m.waits},
+		{"attempt-timeout", cfg.attemptTimeout, maxPause, m.probes},
+		{"poll-refused", cfg.pollRefused, maxPause, m.waits},
+		{"poll-refused-max", cfg.pollRefusedMax, maxPause, m.waits},
+		{"poll-min", cfg.pollMin, maxPause, m.waits},
+		{"poll-max", cfg.pollMax, maxPause, m.waits},
+		{"quit-timeout", cfg.quitTimeout, maxPause, m.quits},
+	}
+	for _, l := range limits {
+		if l.ok && l.value > l.max {
+			return gate.Usagef("--%s %s is more than %s: a missing unit?", l.flag, l.value, l.max)
+		}
+	}
+	return nil
+}
+
+// checkTogether rejects options that contradict each other or do nothing
+// without another: a setting that silently does nothing is a mistake the
+// user would only find on the bad day.
+func checkTogether(cfg config, m mode) error {
+	if m.waits && cfg.onTimeout == "start" && cfg.timeout == 0 {
+		return gate.Usagef("--on-timeout start needs a --timeout: with 0 the wait never times out")
+	}
+	if m.name != "" {
+		return nil
+	}
+	if !cfg.quits() {
+		for _, name := range []string{"quit-on", "quit-timeout", "quit-allow-remote", "forward-signals"} {
+			if cfg.given[name] {
+				return gate.Usagef("--%s applies only with --quit or --quit-url", name)
+			}
+		}
+	}
+	// Only when both are chosen: a short --timeout with the default
+	// attempt timeout is fine, the deadline cuts the attempt.
+	if cfg.given["attempt-timeout"] && cfg.given["timeout"] && cfg.timeout > 0 && cfg.attemptTimeout > cfg.timeout {
+		return gate.Usagef("--attempt-timeout (%s) is longer than --timeout (%s)", cfg.attemptTimeout, cfg.timeout)
+	}
+	return nil
 }
 
 func knownLevel(l string) bool {

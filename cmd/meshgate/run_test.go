@@ -76,6 +76,7 @@ func TestParse(t *testing.T) {
 			if err != nil {
 				t.Fatalf("parse: %v", err)
 			}
+			got.given = nil // what was given is tested through the checks that use it
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("parse(%q, %q)\n got %+v\nwant %+v", tc.args, tc.env, got, want)
 			}
@@ -116,7 +117,15 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--", "/app"}, []string{"MESHGATE_DISABLED=yes please"}, `MESHGATE_DISABLED="yes please"`},
 		{[]string{"--", "/app"}, []string{"MESHGATE_PROBE=tcp://x"}, `probe "tcp://x": missing port`},
 		{[]string{"--", "/app"}, []string{"MESHGATE_ON_TIMEOUT=maybe"}, `--on-timeout must be fail or start, got "maybe"`},
-		{[]string{"--quit-on", "maybe", "--", "/app"}, nil, `--quit-on must be always or success, got "maybe"`},
+		{[]string{"--quit", "--quit-on", "maybe", "--", "/app"}, nil, `--quit-on must be always or success, got "maybe"`},
+		{[]string{"--quit-on", "success", "--", "/app"}, nil, "--quit-on applies only with --quit or --quit-url"},
+		{[]string{"--", "/app"}, []string{"MESHGATE_FORWARD_SIGNALS=TERM"}, "--forward-signals applies only with --quit or --quit-url"},
+		{[]string{"--quit-timeout", "5s", "--", "/app"}, nil, "--quit-timeout applies only with --quit or --quit-url"},
+		{[]string{"--on-timeout", "start", "--timeout", "0", "--", "/app"}, nil, "--on-timeout start needs a --timeout"},
+		{[]string{"--timeout", "1s", "--attempt-timeout", "2s", "--", "/app"}, nil, "--attempt-timeout (2s) is longer than --timeout (1s)"},
+		{[]string{"--timeout", "100000h", "--", "/app"}, nil, "--timeout 100000h0m0s is more than 24h0m0s: a missing unit?"},
+		{[]string{"--poll-max", "2h", "--", "/app"}, nil, "--poll-max 2h0m0s is more than 1h0m0s"},
+		{[]string{"check", "--attempt-timeout", "90m"}, nil, "--attempt-timeout 1h30m0s is more than 1h0m0s"},
 		{[]string{"--forward-signals", "TERM,KILL", "--", "/app"}, nil, `--forward-signals: cannot forward signal "KILL"`},
 		{[]string{"--forward-signals", "SEGV", "--", "/app"}, nil, `cannot forward signal "SEGV"`},
 		{[]string{"--forward-signals", "CHLD", "--", "/app"}, nil, `cannot forward signal "CHLD"`},
