@@ -22,7 +22,8 @@ const InstallName = "meshgate"
 // containers, for images that have no cp.
 type Installer struct {
 	// Self opens the binary to copy; nil means the running executable.
-	Self func() (*os.File, error)
+	// A reader rather than a file, so that tests can act in mid-copy.
+	Self func() (io.ReadCloser, error)
 	// Log receives one line for the installed file; nil discards it.
 	Log *zap.Logger
 }
@@ -65,6 +66,13 @@ func installTarget(dest string) (string, error) {
 		return "", Usagef("install: empty destination")
 	}
 	fi, err := os.Lstat(dest)
+	if err == nil && strings.HasSuffix(dest, "/") {
+		// With a trailing slash lstat(2) follows a final symlink, so
+		// "link/" would be written through where "link" is refused.
+		if lfi, lerr := os.Lstat(strings.TrimRight(dest, "/")); lerr == nil && lfi.Mode()&fs.ModeSymlink != 0 {
+			fi = lfi
+		}
+	}
 	switch {
 	case err == nil && fi.Mode()&fs.ModeSymlink != 0:
 		return "", Usagef("install: destination %q is a symlink; refusing to write through it", dest)
@@ -158,11 +166,15 @@ func unwrapLinkError(err error) error {
 	return err
 }
 
-func (in *Installer) self() (*os.File, error) {
+func (in *Installer) self() (io.ReadCloser, error) {
 	if in.Self != nil {
 		return in.Self()
 	}
-	return openSelf(os.Args[0], pathOf(os.Environ()))
+	f, err := openSelf(os.Args[0], pathOf(os.Environ()))
+	if err != nil {
+		return nil, err // not a nil *os.File in a non-nil interface
+	}
+	return f, nil
 }
 
 func (in *Installer) log() *zap.Logger {

@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"go.uber.org/zap"
@@ -21,7 +26,59 @@ func fakeSelf(t *testing.T, content []byte) *Installer {
 	if err := os.WriteFile(src, content, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	return &Installer{Self: func() (*os.File, error) { return os.Open(src) }}
+	return &Installer{Self: func() (io.ReadCloser, error) { return os.Open(src) }}
+}
+
+// stepReader serves first, then calls mid once, then serves rest and ends
+// with err (io.EOF if nil). mid runs inside Read, so a test acts at a known
+// point of the copy: after the destination was checked and the temporary
+// file created, before the rename.
+type stepReader struct {
+	first, rest []byte
+	mid         func()
+	err         error
+}
+
+func (r *stepReader) Read(p []byte) (int, error) {
+	if len(r.first) > 0 {
+		n := copy(p, r.first)
+		r.first = r.first[n:]
+		return n, nil
+	}
+	if r.mid != nil {
+		r.mid()
+		r.mid = nil
+	}
+	if len(r.rest) > 0 {
+		n := copy(p, r.rest)
+		r.rest = r.rest[n:]
+		return n, nil
+	}
+	if r.err != nil {
+		return 0, r.err
+	}
+	return 0, io.EOF
+}
+
+func (r *stepReader) Close() error { return nil }
+
+// installFrom makes an Installer that copies r.
+func installFrom(r io.ReadCloser) *Installer {
+	return &Installer{Self: func() (io.ReadCloser, error) { return r, nil }}
+}
+
+// names lists a directory.
+func names(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out
 }
 
 func checkInstalled(t *testing.T, path string, content []byte) {
@@ -113,6 +170,9 @@ func TestInstallRefusals(t *testing.T) {
 		{"", "empty destination"},
 		{filepath.Join(dir, "link"), "is a symlink; refusing to write through it"},
 		{filepath.Join(dir, "dirlink"), "is a symlink"},
+		// lstat(2) follows a symlink named with a trailing slash.
+		{filepath.Join(dir, "dirlink") + "/", "is a symlink"},
+		{filepath.Join(dir, "dirlink") + "//", "is a symlink"},
 		{linkDir, "is a symlink; refusing to write through it"},
 		{subdir, "exists and is not a regular file"},
 		{filepath.Join(dir, "nope", "meshgate"), "does not exist"},
@@ -134,13 +194,182 @@ func TestInstallRefusals(t *testing.T) {
 func TestInstallIOFailureLeavesNothing(t *testing.T) {
 	dir := t.TempDir()
 	// A source that fails mid-read: a directory opened as a file.
-	in := &Installer{Self: func() (*os.File, error) { return os.Open(t.TempDir()) }}
+	in := &Installer{Self: func() (io.ReadCloser, error) { return os.Open(t.TempDir()) }}
 	_, err := in.Install(dir)
 	if ExitCode(err) != ExitFailure || !strings.Contains(err.Error(), "install: write") {
 		t.Errorf("Install = %v, want an I/O error (exit 1)", err)
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("files left after a failed install: %v", entries)
+	}
+}
+
+func TestInstallSourceFailsMidReadKeepsEarlierInstall(t *testing.T) {
+	dir := t.TempDir()
+	old := []byte("binary v1")
+	if _, err := fakeSelf(t, old).Install(dir); err != nil {
+		t.Fatal(err)
+	}
+	errRead := errors.New("input/output error")
+	_, err := installFrom(&stepReader{first: []byte("binary v2, first half"), err: errRead}).Install(dir)
+	if ExitCode(err) != ExitFailure || !errors.Is(err, errRead) {
+		t.Errorf("Install = %v, want the read error, exit 1", err)
+	}
+	checkInstalled(t, filepath.Join(dir, "meshgate"), old)
+	if got := names(t, dir); !slices.Equal(got, []string{"meshgate"}) {
+		t.Errorf("directory holds %q after a failed install, want only the earlier meshgate", got)
+	}
+}
+
+func TestInstallSymlinkSwappedInMidCopy(t *testing.T) {
+	for _, name := range []string{"", "mg"} {
+		dir := t.TempDir()
+		dest := filepath.Join(dir, name)
+		target := filepath.Join(dir, InstallName)
+		if name != "" {
+			target = dest
+		}
+		victim := filepath.Join(t.TempDir(), "victim")
+		if err := os.WriteFile(victim, []byte("keep"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// An earlier install: a regular file, so the checks before the
+		// copy pass.
+		if _, err := fakeSelf(t, []byte("old")).Install(dest); err != nil {
+			t.Fatal(err)
+		}
+		swapped := false
+		content := []byte("new binary")
+		r := &stepReader{first: content[:4], rest: content[4:], mid: func() {
+			if err := os.Remove(target); err != nil {
+				t.Error(err)
+			}
+			if err := os.Symlink(victim, target); err != nil {
+				t.Error(err)
+			}
+			swapped = true
+		}}
+		if _, err := installFrom(r).Install(dest); err != nil {
+			t.Fatalf("Install(%q) = %v, want success", dest, err)
+		}
+		if !swapped {
+			t.Fatal("the symlink was never swapped in")
+		}
+		b, _ := os.ReadFile(victim)
+		fi, _ := os.Stat(victim)
+		if string(b) != "keep" || fi.Mode().Perm() != 0o600 {
+			t.Errorf("victim holds %q mode %v, want %q mode 0600: written through the symlink", b, fi.Mode().Perm(), "keep")
+		}
+		if fi, err := os.Lstat(target); err != nil || !fi.Mode().IsRegular() {
+			t.Errorf("%s: %v, %v; want a regular file in place of the symlink", target, fi.Mode(), err)
+		}
+		checkInstalled(t, target, content)
+		if tmp := leftovers(t, dir); len(tmp) != 0 {
+			t.Errorf("temporary files left: %v", tmp)
+		}
+	}
+}
+
+func TestInstallRenameFailureLeavesNoTemporaryFile(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, InstallName)
+	// A directory swapped in after the checks makes the rename fail.
+	r := &stepReader{first: []byte("new "), rest: []byte("binary"), mid: func() {
+		if err := os.MkdirAll(filepath.Join(target, "x"), 0o755); err != nil {
+			t.Error(err)
+		}
+	}}
+	_, err := installFrom(r).Install(dir)
+	if ExitCode(err) != ExitFailure || !strings.Contains(err.Error(), "install: rename to") {
+		t.Errorf("Install = %v, want a rename error, exit 1", err)
+	}
+	if got := names(t, dir); !slices.Equal(got, []string{InstallName}) {
+		t.Errorf("directory holds %q, want only the swapped-in directory %q", got, InstallName)
+	}
+	if fi, err := os.Stat(filepath.Join(target, "x")); err != nil || !fi.IsDir() {
+		t.Errorf("the swapped-in directory was touched: %v", err)
+	}
+}
+
+func TestInstallConcurrently(t *testing.T) {
+	const n = 8
+	dir := t.TempDir()
+	target := filepath.Join(dir, InstallName)
+	// Every install stops halfway until all are halfway, so the copies
+	// overlap for certain.
+	var halfway sync.WaitGroup
+	halfway.Add(n)
+	release := make(chan struct{})
+	contents := make([][]byte, n)
+	errs := make([]error, n)
+	var done sync.WaitGroup
+	for i := range n {
+		contents[i] = bytes.Repeat([]byte{byte('a' + i)}, 1000*(i+1))
+		var once sync.Once
+		arrive := func() { once.Do(halfway.Done) }
+		half := len(contents[i]) / 2
+		r := &stepReader{first: contents[i][:half], rest: contents[i][half:], mid: func() { arrive(); <-release }}
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			defer arrive() // an install that fails early must not hold up the others
+			_, errs[i] = installFrom(r).Install(dir)
+		}()
+	}
+	halfway.Wait()
+	got := names(t, dir)
+	close(release)
+	done.Wait()
+	if len(got) != n || slices.Contains(got, InstallName) {
+		t.Errorf("halfway through, the directory holds %q, want %d temporary files and no %s", got, n, InstallName)
+	}
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("install %d: %v", i, err)
+		}
+	}
+	b, err := os.ReadFile(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(contents, func(c []byte) bool { return bytes.Equal(c, b) }) {
+		t.Errorf("%s holds %d bytes starting %q, want exactly one of the %d copies", target, len(b), b[:min(len(b), 8)], n)
+	}
+	if fi, _ := os.Stat(target); fi.Mode().Perm() != 0o755 {
+		t.Errorf("%s mode %v, want 0755", target, fi.Mode().Perm())
+	}
+	if got := names(t, dir); !slices.Equal(got, []string{InstallName}) {
+		t.Errorf("directory holds %q after the installs, want only %s", got, InstallName)
+	}
+}
+
+func TestInstallRelativeDestination(t *testing.T) {
+	t.Chdir(t.TempDir())
+	if err := os.Mkdir("sub", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ dest, want string }{
+		{".", "meshgate"},
+		{"./", "meshgate"},
+		{"sub", "sub/meshgate"},
+		{"sub/", "sub/meshgate"},
+		{"./sub//", "sub/meshgate"},
+		{"mg", "mg"},
+		{"sub/mg", "sub/mg"},
+	}
+	for i, tc := range tests {
+		content := fmt.Appendf(nil, "binary v%d", i)
+		res, err := fakeSelf(t, content).Install(tc.dest)
+		if err != nil || res.Path != tc.want {
+			t.Errorf("Install(%q) = %q, %v; want %q", tc.dest, res.Path, err, tc.want)
+			continue
+		}
+		checkInstalled(t, tc.want, content)
+	}
+	for _, dir := range []string{".", "sub"} {
+		if tmp := leftovers(t, dir); len(tmp) != 0 {
+			t.Errorf("temporary files left in %s: %v", dir, tmp)
+		}
 	}
 }
 
