@@ -242,6 +242,21 @@ func (g *Gate) watchSignals(ctx context.Context) (_ context.Context, unwatch fun
 		once.Do(func() {
 			close(quit)
 			<-done
+			// What came in before the watch ended counts, even if the
+			// watcher had not taken it yet.
+			for ctx.Err() == nil {
+				select {
+				case s := <-g.Signals:
+					if isStop(s) {
+						cancel(signalExit(s))
+					} else {
+						g.held = append(g.held, s)
+					}
+					continue
+				default:
+				}
+				break
+			}
 		})
 		err := signalCause(ctx)
 		cancel(nil)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -349,3 +350,52 @@ func TestExitCode(t *testing.T) {
 }
 
 func fmtWrap(err error) error { return errors.Join(errors.New("context"), err) }
+
+func TestWaitSignalBeforeFirstAttempt(t *testing.T) {
+	sigs := make(chan os.Signal, 1)
+	sigs <- syscall.SIGTERM // already there when the wait begins
+	ready, _ := failing(0, nil)
+	err := (&Gate{Probes: []probe.Probe{ready}, Signals: sigs, Timer: newInstantTimer()}).Wait(context.Background())
+	if got := ExitCode(err); got != 143 {
+		t.Errorf("Wait = %v (exit %d), want 143: the proxy being ready must not start the command after SIGTERM", err, got)
+	}
+}
+
+func TestWaitHoldsOtherSignals(t *testing.T) {
+	sigs := make(chan os.Signal, 2)
+	sigs <- syscall.SIGUSR1
+	sigs <- syscall.SIGWINCH
+	n := 0
+	p := probe.Func(func(context.Context) error {
+		n++
+		if n < 3 {
+			return errors.New("refused")
+		}
+		return nil
+	})
+	// Each pause waits for the channel to drain, so both are taken.
+	timer := &drainTimer{sigs: sigs}
+	g := &Gate{Probes: []probe.Probe{p}, Signals: sigs, Timer: timer}
+	if err := g.Wait(context.Background()); err != nil {
+		t.Fatalf("Wait = %v, want ready: USR1 and WINCH do not end the wait", err)
+	}
+	if len(g.held) != 2 || g.held[0] != syscall.SIGUSR1 || g.held[1] != syscall.SIGWINCH {
+		t.Errorf("held %v, want [SIGUSR1 SIGWINCH] in order, for the command", g.held)
+	}
+}
+
+// drainTimer fires once its signal channel is empty.
+type drainTimer struct {
+	sigs chan os.Signal
+	c    chan time.Time
+}
+
+func (d *drainTimer) Start(time.Duration) {
+	for len(d.sigs) > 0 {
+		runtime.Gosched() // the watcher takes them; no time passes
+	}
+	d.c = make(chan time.Time, 1)
+	d.c <- time.Time{}
+}
+func (d *drainTimer) Stop()               {}
+func (d *drainTimer) C() <-chan time.Time { return d.c }

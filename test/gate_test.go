@@ -381,3 +381,20 @@ func exitCodeOf(err error) int {
 	}
 	return 0
 }
+
+// maxBinarySize is the budget for the static, stripped binary: it is
+// copied into every pod.
+const maxBinarySize = 7 << 20
+
+func TestBinarySizeBudget(t *testing.T) {
+	if os.Getenv("MESHGATE_BIN") == "" {
+		t.Skip("measures the binary of make build (MESHGATE_BIN); this one was built for the test, unstripped")
+	}
+	fi, err := os.Stat(bins.meshgate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() > maxBinarySize {
+		t.Errorf("%s is %.2f MiB, over the %d MiB budget", bins.meshgate, float64(fi.Size())/(1<<20), maxBinarySize>>20)
+	}
+}
