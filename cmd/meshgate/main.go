@@ -12,10 +12,10 @@
 //	meshgate help [COMMAND]
 //
 // With a command, meshgate polls the proxy's readiness endpoint (by default
-// Istio's http://localhost:15020/healthz/ready) with backoff until it
-// answers ready, then replaces itself with COMMAND through execve: the
-// command keeps meshgate's PID, stdio and environment, and receives its
-// argv exactly as given. Flags after -- belong to the command. "wait" waits
+// Istio's http://localhost:15020/healthz/ready), paced by what each attempt
+// costs the proxy, until it answers ready, then replaces itself with
+// COMMAND through execve: the command keeps meshgate's PID, stdio and
+// environment, and receives its argv exactly as given. Flags after -- belong to the command. "wait" waits
 // the same way and exits 0; "check" tries every probe once and exits 0 if
 // all are ready, 1 if not.
 //
@@ -35,7 +35,7 @@
 //
 // Every flag can also be set through MESHGATE_<FLAG> (MESHGATE_TIMEOUT=30s,
 // MESHGATE_PROBE=a,b); the command line wins. MESHGATE_DISABLED=true skips
-// the wait. meshgate logs to stderr only (JSON, or --log-format console).
+// the wait (not the quit). meshgate logs to stderr only (JSON, or --log-format console).
 //
 // Exit codes:
 //
