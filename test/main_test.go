@@ -8,8 +8,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -138,34 +140,51 @@ type Report struct {
 // the phases; it stops when the test ends.
 func emulator(t *testing.T, phases string) (*sidecar.Emulator, string) {
 	t.Helper()
+	e := &sidecar.Emulator{Path: "/healthz/ready"}
+	run(t, e, phases)
+	return e, "http://" + e.Addr + "/healthz/ready"
+}
+
+// run gives e a free loopback port and runs it through the phases until
+// the test ends. The first phase is in place when it returns, so that a
+// "closed" start is closed.
+func run(t *testing.T, e *sidecar.Emulator, phases string) {
+	t.Helper()
 	ps, err := sidecar.ParsePhases(phases)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &sidecar.Emulator{Addr: freeAddr(t), Path: "/healthz/ready"}
+	for try := 0; ; try++ {
+		e.Addr = freeAddr(t)
+		err := e.Set(ps[0].State)
+		if err == nil {
+			break
+		}
+		// Another process took the port since freeAddr looked: take
+		// another.
+		if !errors.Is(err, syscall.EADDRINUSE) || try == 10 {
+			t.Fatal(err)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	// Set the first phase before returning, so a "closed" start is closed.
-	if err := e.Set(ps[0].State); err != nil {
-		t.Fatal(err)
-	}
 	go func() {
 		defer close(done)
 		_ = e.Run(ctx, ps)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
-	return e, "http://" + e.Addr + "/healthz/ready"
 }
 
 // nextPort hands out ports below the kernel's ephemeral range (32768 and
 // up by default), so that no client connection of a parallel test takes
-// the port of an emulator that is in its "closed" phase.
+// the port of an emulator that is in its "closed" phase. Each test
+// process starts at a random place, away from other processes' ports.
 var nextPort atomic.Int32
 
 // freeAddr finds a loopback port that nothing listens on.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	nextPort.CompareAndSwap(0, int32(20000+os.Getpid()%1000*10))
+	nextPort.CompareAndSwap(0, int32(20000+rand.IntN(10000)))
 	for range 100 {
 		addr := "127.0.0.1:" + strconv.Itoa(int(nextPort.Add(1)))
 		if ln, err := net.Listen("tcp", addr); err == nil {

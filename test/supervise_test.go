@@ -2,7 +2,6 @@ package test
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -22,21 +21,8 @@ import (
 // stays up after a quit unless exits is set.
 func proxy(t *testing.T, phases string, answer sidecar.State, exits bool) (e *sidecar.Emulator, ready, quit string) {
 	t.Helper()
-	ps, err := sidecar.ParsePhases(phases)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e = &sidecar.Emulator{Addr: freeAddr(t), Path: "/healthz/ready", QuitPath: "/quitquitquit", QuitAnswer: answer, QuitStays: !exits}
-	if err := e.Set(ps[0].State); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = e.Run(ctx, ps)
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	e = &sidecar.Emulator{Path: "/healthz/ready", QuitPath: "/quitquitquit", QuitAnswer: answer, QuitStays: !exits}
+	run(t, e, phases)
 	return e, "http://" + e.Addr + "/healthz/ready", "http://" + e.Addr + "/quitquitquit"
 }
 
