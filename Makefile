@@ -42,8 +42,8 @@ demo: build tools
 	@echo "== a proxy that takes 3s to start, and an app behind meshgate =="
 	@$(BIN)/emulator --listen $(DEMO_ADDR) --phases closed:1s,503:2s,200 & emu=$$!; \
 	trap 'kill $$emu 2>/dev/null; wait $$emu 2>/dev/null' EXIT; \
-	APP_FETCH=http://$(DEMO_ADDR)/healthz/ready \
-	$(BIN)/meshgate --log-format console --probe http://$(DEMO_ADDR)/healthz/ready --timeout 30s -- \
+	APP_FETCH=http://$(DEMO_ADDR)/healthz/ready sh -c 'echo "meshgate starts as PID $$$$"; exec "$$@"' sh \
+		$(BIN)/meshgate --log-format console --probe http://$(DEMO_ADDR)/healthz/ready --timeout 30s -- \
 		$(BIN)/app --port 8080; \
 	echo "== exit status $$? =="
 
