@@ -1,8 +1,8 @@
 // Package gate holds a command back until a proxy is ready, then starts it.
 //
-// A Gate polls its probes with backoff until all are ready, the timeout
-// passes or a signal arrives (Wait), and then replaces the process with the
-// command (Exec). Every side effect is a field, so that tests can replace
+// A Gate polls its probes, paced by a retry policy, until all are ready,
+// the timeout passes or a signal arrives (Wait), and then replaces the
+// process with the command (Exec) or runs it as a child (Supervise). Every side effect is a field, so that tests can replace
 // it; a nil field means the production default.
 package gate
 
@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -55,8 +56,8 @@ type Gate struct {
 	// ProgressEvery is how often a "still waiting" line is logged; 0 means
 	// DefaultProgressEvery.
 	ProgressEvery time.Duration
-	// Execve replaces the process; nil means syscall.Exec with a clean
-	// signal mask.
+	// Execve replaces the process; nil means syscall.Exec with every
+	// signal at its default action and none blocked.
 	Execve func(path string, argv, env []string) error
 	// Getpid tells the process's PID; nil means os.Getpid.
 	Getpid func() int
@@ -127,6 +128,9 @@ func (g *Gate) Wait(ctx context.Context) error {
 	}
 	ctx, unwatch := g.watchSignals(ctx)
 	defer unwatch()
+	// Kept-alive connections to the proxy are of no use once the wait is
+	// over, and a supervised command may run for hours.
+	defer closeProbes(g.Probes)
 	policy := g.policy()
 	policy.Reset()
 	observer, _ := policy.(Observer)
@@ -182,6 +186,14 @@ func (g *Gate) Wait(ctx context.Context) error {
 		case <-timer.C():
 		case <-ctx.Done():
 			return g.ended(ctx, start, attempts, pending, last, nil)
+		}
+	}
+}
+
+func closeProbes(ps []probe.Probe) {
+	for _, p := range ps {
+		if c, ok := p.(io.Closer); ok {
+			_ = c.Close()
 		}
 	}
 }

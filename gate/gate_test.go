@@ -402,3 +402,21 @@ func (d *drainTimer) Start(time.Duration) {
 }
 func (d *drainTimer) Stop()               {}
 func (d *drainTimer) C() <-chan time.Time { return d.c }
+
+// closer is a probe that records being closed.
+type closer struct {
+	probe.Func
+	closed bool
+}
+
+func (c *closer) Close() error { c.closed = true; return nil }
+
+func TestWaitClosesProbes(t *testing.T) {
+	p := &closer{Func: func(context.Context) error { return nil }}
+	if err := (&Gate{Probes: []probe.Probe{p}}).Wait(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !p.closed {
+		t.Error("the probe's kept connection was not closed after the wait")
+	}
+}
