@@ -127,6 +127,9 @@ func clearSignalMask() error {
 // reports it), anything else means it cannot be executed (126).
 func execError(path string, err error) error {
 	if errors.Is(err, syscall.ENOENT) {
+		if _, serr := os.Stat(path); errors.Is(serr, fs.ErrNotExist) {
+			return &ExitError{Code: ExitNotFound, Err: fmt.Errorf("exec %s: %w (it vanished after it was found)", path, err)}
+		}
 		return &ExitError{Code: ExitNotFound, Err: fmt.Errorf("exec %s: %w (a missing interpreter or dynamic loader?)", path, err)}
 	}
 	return &ExitError{Code: ExitNotExecutable, Err: fmt.Errorf("exec %s: %w", path, err)}

@@ -94,6 +94,22 @@ func TestExecErrors(t *testing.T) {
 	}
 }
 
+func TestExecFileVanishes(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "app")
+	writeFile(t, bin, 0o755)
+	// Found, then gone by the time of the execve.
+	vanish := func(path string, argv, env []string) error {
+		if err := os.Remove(path); err != nil {
+			t.Fatal(err)
+		}
+		return syscall.ENOENT
+	}
+	err := (&Gate{Execve: vanish}).Exec([]string{bin}, nil)
+	if ExitCode(err) != ExitNotFound || !strings.Contains(err.Error(), "vanished") {
+		t.Errorf("Exec = %v, want 127 saying the file vanished", err)
+	}
+}
+
 func TestLookPathSkipsToRunnable(t *testing.T) {
 	first, second := t.TempDir(), t.TempDir()
 	writeFile(t, filepath.Join(first, "app"), 0o644)

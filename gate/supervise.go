@@ -40,6 +40,12 @@ func (g *Gate) Supervise(argv, env []string) error {
 	// Files, not other readers and writers: the child gets the very
 	// descriptors, and no goroutine copies its output.
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	// If we are killed outright, the command goes too, as it would with
+	// its container: nothing is left running without its supervisor. The
+	// kernel ties this to the thread that forks; the Go runtime only ends
+	// a thread when a goroutine exits locked to it, which startClean
+	// does not do.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := startClean(cmd); err != nil {
 		return execError(path, unwrapExecError(err))
 	}

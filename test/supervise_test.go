@@ -410,3 +410,35 @@ func TestSignalDuringTheQuit(t *testing.T) {
 		t.Errorf("exit %d, want the app's 6\n%s", code, g.stderr)
 	}
 }
+
+func TestNoOrphanWhenMeshgateIsKilled(t *testing.T) {
+	t.Parallel()
+	_, ready, quit := proxy(t, "200", "200", false)
+	s := startSupervised(t, bins.meshgate, []string{"--probe", ready, "--quit-url", quit, "--", bins.app})
+	line := s.expect("app: started as PID ")
+	pid, err := strconv.Atoi(strings.Fields(strings.TrimPrefix(line, "app: started as PID "))[0])
+	if err != nil {
+		t.Fatalf("no PID in %q", line)
+	}
+	s.expect("ready")
+	_ = s.cmd.Process.Kill() // SIGKILL: no chance to clean up
+	s.wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for running(pid) {
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("the app (PID %d) still runs after meshgate was killed", pid)
+		}
+		time.Sleep(5 * time.Millisecond) // polling /proc: a stranger's exit has no event
+	}
+}
+
+// running reports whether pid is a live process (not gone, not a zombie).
+func running(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
+}
