@@ -333,17 +333,26 @@ func zombiesOf(pid int) []int {
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...; comm may hold spaces.
-		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-		if len(f) > 1 && f[0] == "Z" && f[1] == strconv.Itoa(pid) {
+		if state, ppid, ok := procStat(n); ok && state == "Z" && ppid == pid {
 			z = append(z, n)
 		}
 	}
 	return z
+}
+
+// procStat reads a process's state letter and parent from /proc.
+func procStat(pid int) (state string, ppid int, ok bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return "", 0, false
+	}
+	// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 2 {
+		return "", 0, false
+	}
+	ppid, err = strconv.Atoi(f[1])
+	return f[0], ppid, err == nil
 }
 
 // checkReaped waits for meshgate (host PID pid) to have no zombie
@@ -435,10 +444,6 @@ func TestNoOrphanWhenMeshgateIsKilled(t *testing.T) {
 
 // running reports whether pid is a live process (not gone, not a zombie).
 func running(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
+	state, _, ok := procStat(pid)
+	return ok && state != "Z" && state != "X"
 }
