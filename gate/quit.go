@@ -47,7 +47,7 @@ type Quitter struct {
 func ParseQuitURL(s string, remote bool) (*url.URL, error) {
 	u, err := probe.ParseHTTPURL(s)
 	if err != nil {
-		return nil, fmt.Errorf("quit URL %q: %w", s, err)
+		return nil, fmt.Errorf("quit URL %q: %w", probe.Redact(s), err)
 	}
 	if !remote && !probe.IsLoopback(u.Hostname()) {
 		return nil, fmt.Errorf("quit URL %q: host %q is not loopback (add --quit-allow-remote to allow it)", s, u.Hostname())

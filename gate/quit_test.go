@@ -117,7 +117,7 @@ func TestParseQuitURL(t *testing.T) {
 		{"http://10.0.0.1:15020/quitquitquit", "not loopback"},
 		{"http://proxy.example:15020/quitquitquit", "not loopback"},
 		{"tcp://localhost:1", "want http or https"},
-		{"http://user:pw@localhost:1/", "credentials"},
+		{"http://user:pw@localhost:1/", `"http://xxxxx@localhost:1/": credentials`},
 	} {
 		if _, err := ParseQuitURL(tc.s, false); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("ParseQuitURL(%q) = %v, want %q", tc.s, err, tc.want)

@@ -20,8 +20,8 @@ func FuzzParse(f *testing.F) {
 			if p != nil {
 				t.Errorf("Parse(%q) = %v with error %v, want no probe", spec, p, err)
 			}
-			if !strings.Contains(err.Error(), strconv.Quote(spec)) {
-				t.Errorf("Parse(%q) error = %q, want it to name the spec quoted", spec, err)
+			if !strings.Contains(err.Error(), strconv.Quote(Redact(spec))) {
+				t.Errorf("Parse(%q) error = %q, want it to name the spec quoted, credentials hidden", spec, err)
 			}
 			return
 		}

@@ -70,19 +70,38 @@ type Options struct {
 func Parse(spec string, opts Options) (Probe, error) {
 	u, err := parseURL(spec)
 	if err != nil {
-		return nil, fmt.Errorf("probe %q: %w", spec, err)
+		return nil, fmt.Errorf("probe %q: %w", Redact(spec), err)
 	}
 	switch u.Scheme {
 	case "http", "https":
 		return newHTTP(spec, u, opts), nil
 	case "tcp":
 		if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.ForceQuery {
-			return nil, fmt.Errorf("probe %q: a tcp probe takes no path or query", spec)
+			return nil, fmt.Errorf("probe %q: a tcp probe takes no path or query", Redact(spec))
 		}
 		return &TCP{spec: spec, host: u.Hostname(), port: u.Port()}, nil
 	}
 	// parseURL accepts only the schemes above.
 	panic("unreachable")
+}
+
+// Redact hides the user information of a URL-like spec ("user:pw@"), so
+// that an error about it can be shown and logged. It works on the text,
+// so that it also covers specs that do not parse.
+func Redact(spec string) string {
+	scheme, rest, ok := strings.Cut(spec, "://")
+	if !ok {
+		return spec
+	}
+	authority := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority = rest[:i]
+	}
+	at := strings.LastIndex(authority, "@")
+	if at < 0 {
+		return spec
+	}
+	return scheme + "://xxxxx" + rest[at:]
 }
 
 // ParseHTTPURL checks an http or https URL the way Parse checks a probe

@@ -55,6 +55,7 @@ func TestParse(t *testing.T) {
 		{"tcp://[::1:80", "missing ']'"},
 		{"tcp://[zz]:80", `"zz"`},
 		{"http://user:pw@localhost:1/", "credentials"},
+		{"http://user:secret@localhost:bad/", "invalid port"},
 		{"http://localhost:1/#frag", "fragment"},
 		{"tcp://localhost:1/path", "no path or query"},
 		{"tcp://localhost:1?x", "no path or query"},
@@ -70,8 +71,26 @@ func TestParse(t *testing.T) {
 			t.Errorf("Parse(%q) = nil error, want %q", tc.spec, tc.want)
 			continue
 		}
-		if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), `"`+tc.spec+`"`) {
+		if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), `"`+Redact(tc.spec)+`"`) {
 			t.Errorf("Parse(%q) error = %q, want it to name the spec and say %q", tc.spec, err, tc.want)
+		}
+	}
+}
+
+func TestErrorsHideCredentials(t *testing.T) {
+	for _, spec := range []string{"http://user:secret@localhost:1/", "https://:secret@x:bad/", "tcp://secret@h:1/p", "http://a@b:secret@c:1/"} {
+		_, err := Parse(spec, Options{})
+		if err == nil || strings.Contains(err.Error(), "secret") {
+			t.Errorf("Parse(%q) error = %v, want an error that does not show the credentials", spec, err)
+		}
+	}
+	for _, tc := range []struct{ spec, want string }{
+		{"http://user:pw@localhost:1/x?y@z", "http://xxxxx@localhost:1/x?y@z"},
+		{"http://localhost:1/x@y", "http://localhost:1/x@y"},
+		{"no scheme@all", "no scheme@all"},
+	} {
+		if got := Redact(tc.spec); got != tc.want {
+			t.Errorf("Redact(%q) = %q, want %q", tc.spec, got, tc.want)
 		}
 	}
 }
