@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -59,24 +60,21 @@ type Gate struct {
 	// Execve replaces the process; nil means syscall.Exec with every
 	// signal at its default action and none blocked.
 	Execve func(path string, argv, env []string) error
-	// Getpid tells the process's PID; nil means os.Getpid.
-	Getpid func() int
 
 	// held keeps signals that arrived during the wait but do not end it,
 	// for Supervise to forward once the command runs.
 	held []os.Signal
 }
 
-// isStop reports whether a signal ends the wait: those that ask a process
-// to stop. Others that the caller routes to Signals (for forwarding to a
-// supervised command) are held until the command runs.
-func isStop(s os.Signal) bool {
-	switch s {
-	case syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT:
-		return true
-	}
-	return false
+// StopSignals are the signals that end a wait: those that ask a process to
+// stop. The caller must route them to Signals (which also makes them reach
+// us as PID 1); others it routes there, for forwarding to a supervised
+// command, are held until the command runs.
+func StopSignals() []os.Signal {
+	return []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT}
 }
+
+func isStop(s os.Signal) bool { return slices.Contains(StopSignals(), s) }
 
 // TimeoutError reports a wait that ran out of time, with the last error of
 // each probe that was not ready.
@@ -230,18 +228,26 @@ func (g *Gate) watchSignals(ctx context.Context) (_ context.Context, unwatch fun
 	if g.Signals == nil {
 		return ctx, func() error { cancel(nil); return nil }
 	}
+	// take deals with one signal: a stop signal ends the wait, and the
+	// others wait for the command.
+	take := func(s os.Signal) (stop bool) {
+		if isStop(s) {
+			cancel(signalExit(s))
+			return true
+		}
+		g.log().Debug("holding signal for the command", zap.Stringer("signal", s))
+		g.held = append(g.held, s)
+		return false
+	}
 	quit, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
 		for {
 			select {
 			case s := <-g.Signals:
-				if isStop(s) {
-					cancel(signalExit(s))
+				if take(s) {
 					return
 				}
-				g.log().Debug("holding signal for the command", zap.Stringer("signal", s))
-				g.held = append(g.held, s)
 			case <-quit:
 				return
 			case <-ctx.Done():
@@ -256,18 +262,14 @@ func (g *Gate) watchSignals(ctx context.Context) (_ context.Context, unwatch fun
 			<-done
 			// What came in before the watch ended counts, even if the
 			// watcher had not taken it yet.
+		drain:
 			for ctx.Err() == nil {
 				select {
 				case s := <-g.Signals:
-					if isStop(s) {
-						cancel(signalExit(s))
-					} else {
-						g.held = append(g.held, s)
-					}
-					continue
+					take(s)
 				default:
+					break drain
 				}
-				break
 			}
 		})
 		err := signalCause(ctx)
@@ -395,18 +397,10 @@ func (g *Gate) policy() backoff.BackOff {
 }
 
 func (g *Gate) attemptTimeout() time.Duration {
-	if g.AttemptTimeout <= 0 {
-		return DefaultAttemptTimeout
-	}
-	return g.AttemptTimeout
+	return orDefault(g.AttemptTimeout, DefaultAttemptTimeout)
 }
 
-func (g *Gate) progressEvery() time.Duration {
-	if g.ProgressEvery <= 0 {
-		return DefaultProgressEvery
-	}
-	return g.ProgressEvery
-}
+func (g *Gate) progressEvery() time.Duration { return orDefault(g.ProgressEvery, DefaultProgressEvery) }
 
 func specs(ps []probe.Probe) []string {
 	s := make([]string, len(ps))

@@ -68,11 +68,7 @@ func (q *Quitter) Quit(ctx context.Context) error {
 	errs := make([]error, len(q.URLs))
 	var wg sync.WaitGroup
 	for i, u := range q.URLs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = q.quitOne(ctx, u)
-		}()
+		wg.Go(func() { errs[i] = q.quitOne(ctx, u) })
 	}
 	wg.Wait()
 	var failed []string

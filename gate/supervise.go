@@ -1,7 +1,6 @@
 package gate
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -27,7 +26,7 @@ func (g *Gate) Supervise(argv, env []string) error {
 		return err
 	}
 	log := g.log()
-	if g.pid() != 1 {
+	if os.Getpid() != 1 {
 		// Orphans of the command come to us, not to an init that may
 		// never reap them, as they would if we were PID 1.
 		if err := setChildSubreaper(); err != nil {
@@ -47,7 +46,7 @@ func (g *Gate) Supervise(argv, env []string) error {
 	// does not do.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := startClean(cmd); err != nil {
-		return execError(path, unwrapExecError(err))
+		return execError(path, unwrapPathError(err))
 	}
 	child := cmd.Process.Pid
 	log.Info("started", zap.Int("pid", child), zap.String("path", path), zap.Strings("argv", argv))
@@ -136,20 +135,4 @@ func setChildSubreaper() error {
 		return e
 	}
 	return nil
-}
-
-func (g *Gate) pid() int {
-	if g.Getpid != nil {
-		return g.Getpid()
-	}
-	return os.Getpid()
-}
-
-// unwrapExecError digs the errno out of os/exec's start error.
-func unwrapExecError(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
 }

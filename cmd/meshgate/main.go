@@ -56,7 +56,8 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"syscall"
+
+	"github.com/meshgate/meshgate/gate"
 )
 
 // version is set at link time by the Makefile.
@@ -72,7 +73,7 @@ func main() {
 	c := make(chan os.Signal, 32)
 	// Catching these also makes them reach us as PID 1, and exec resets
 	// caught signals to their defaults for the command.
-	signal.Notify(c, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT)
+	signal.Notify(c, gate.StopSignals()...)
 	sigs := signals{C: c, Notify: func(s ...os.Signal) { signal.Notify(c, s...) }}
 	os.Exit(run(context.Background(), os.Args[1:], os.Environ(), os.Stdout, os.Stderr, sigs))
 }
