@@ -1,0 +1,214 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/meshgate/meshgate/inject"
+)
+
+// version is set at link time (-X main.version=...).
+var version = "dev"
+
+const usage = `meshgate-inject wires meshgate into Kubernetes manifests.
+
+Usage:
+  meshgate-inject [flags] [FILE|DIR|-]...     rewrite manifests, write them to stdout
+  meshgate-inject --uninject [FILE|DIR|-]...  take the wiring out again
+
+With no FILE, or with -, it reads standard input (as a Helm post-renderer).
+A KRM ResourceList on standard input is handled as a kustomize function.
+
+Flags:
+`
+
+// usageError is a mistake in the flags or arguments: exit 2.
+type usageError struct{ error }
+
+// run is the whole program: flags, inputs, output. resolver replaces the
+// registry in tests; nil means the real one.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, resolver inject.Resolver) int {
+	err := inject1(ctx, args, stdin, stdout, stderr, resolver)
+	var ue usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, pflag.ErrHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintln(stderr, "meshgate-inject:", err)
+		return 2
+	default:
+		fmt.Fprintln(stderr, "meshgate-inject:", err)
+		return 1
+	}
+}
+
+func inject1(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, resolver inject.Resolver) error {
+	fl := pflag.NewFlagSet("meshgate-inject", pflag.ContinueOnError)
+	fl.SetOutput(io.Discard)
+	var (
+		opts               inject.Options
+		entrypoints, cmds  []string
+		resolve, uninject  bool
+		showVersion, quiet bool
+		containers         string
+	)
+	fl.StringVar(&opts.Image, "image", "", "install image (default "+inject.DefaultImage()+")")
+	fl.StringVar(&containers, "containers", "", "containers to wrap, comma-separated (default: every app container)")
+	fl.StringVar(&opts.Preset, "preset", "", "mesh: istio, linkerd, envoy, consul or kuma (default: guessed from the pod template)")
+	fl.StringArrayVar(&opts.GateFlags, "gate-flag", nil, "a flag for the wrapped meshgate, e.g. --gate-flag=--timeout=5m (repeatable)")
+	fl.StringArrayVar(&entrypoints, "entrypoint", nil, "CONTAINER=JSON-ARRAY: the image ENTRYPOINT of a container without a command (repeatable)")
+	fl.StringArrayVar(&cmds, "cmd", nil, "CONTAINER=JSON-ARRAY: the image CMD of a container without command and args (repeatable)")
+	fl.BoolVar(&resolve, "resolve", false, "read missing ENTRYPOINTs and CMDs from the image registries (Docker config credentials)")
+	fl.StringVar(&opts.Platform, "platform", "", "with --resolve: the platform of multi-platform images, e.g. linux/arm64 (default: every linux image, which must agree)")
+	fl.BoolVar(&uninject, "uninject", false, "take meshgate's wiring out instead")
+	fl.BoolVarP(&quiet, "quiet", "q", false, "no notes on standard error, only errors")
+	fl.BoolVar(&showVersion, "version", false, "print the version and exit")
+	help := fl.BoolP("help", "h", false, "show this help")
+	if err := fl.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if *help {
+		fmt.Fprint(stdout, usage+fl.FlagUsages())
+		return pflag.ErrHelp
+	}
+	if showVersion {
+		fmt.Fprintln(stdout, "meshgate-inject", version)
+		return nil
+	}
+	opts.Containers = inject.SplitList(containers)
+	var err error
+	if opts.Entrypoints, err = commands("--entrypoint", entrypoints); err != nil {
+		return usageError{err}
+	}
+	if opts.Cmds, err = commands("--cmd", cmds); err != nil {
+		return usageError{err}
+	}
+	if opts.Platform != "" && !resolve {
+		return usageError{errors.New("--platform needs --resolve")}
+	}
+	if err := opts.Validate(); err != nil {
+		return usageError{err}
+	}
+	if resolver == nil {
+		resolver = &inject.Registry{}
+	}
+	if resolve {
+		opts.Resolver = resolver
+	}
+	s := &inject.Stream{Options: opts, Uninject: uninject, Registry: resolver}
+	if !quiet {
+		s.Note = func(l string) { fmt.Fprintln(stderr, "meshgate-inject:", l) }
+	}
+
+	inputs, err := expand(fl.Args())
+	if err != nil {
+		return usageError{err}
+	}
+	// All of it is built before anything is written: an error leaves
+	// standard output empty, never half a stream.
+	var out bytes.Buffer
+	for i, in := range inputs {
+		var b []byte
+		if in == "-" {
+			b, err = io.ReadAll(stdin)
+		} else {
+			b, err = os.ReadFile(in)
+		}
+		if err != nil {
+			return err
+		}
+		name := in
+		if in == "-" {
+			name = "<stdin>"
+		}
+		res, err := s.Process(ctx, name, b)
+		if err != nil {
+			return err
+		}
+		if i > 0 && len(bytes.TrimSpace(res)) > 0 {
+			if out.Len() > 0 && !bytes.HasSuffix(out.Bytes(), []byte("\n")) {
+				out.WriteByte('\n')
+			}
+			if !bytes.HasPrefix(res, []byte("---")) {
+				out.WriteString("---\n")
+			}
+		}
+		out.Write(res)
+	}
+	_, err = stdout.Write(out.Bytes())
+	return err
+}
+
+func commands(flag string, specs []string) (map[string][]string, error) {
+	m := map[string][]string{}
+	for _, s := range specs {
+		name, argv, err := inject.ParseCommand(flag, s)
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := m[name]; dup {
+			return nil, fmt.Errorf("%s: container %q given twice", flag, name)
+		}
+		m[name] = argv
+	}
+	return m, nil
+}
+
+// expand turns the arguments into the files to read: directories are
+// walked for *.yaml, *.yml and *.json; no argument means standard input.
+func expand(args []string) ([]string, error) {
+	if len(args) == 0 {
+		return []string{"-"}, nil
+	}
+	var files []string
+	stdin := 0
+	for _, a := range args {
+		if a == "-" {
+			stdin++
+			files = append(files, a)
+			continue
+		}
+		fi, err := os.Stat(a)
+		if err != nil {
+			return nil, err
+		}
+		if !fi.IsDir() {
+			files = append(files, a)
+			continue
+		}
+		var found []string
+		err = filepath.WalkDir(a, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			ext := strings.ToLower(filepath.Ext(p))
+			if !d.IsDir() && slices.Contains([]string{".yaml", ".yml", ".json"}, ext) {
+				found = append(found, p)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if len(found) == 0 {
+			return nil, fmt.Errorf("%s: no *.yaml, *.yml or *.json files in it", a)
+		}
+		files = append(files, found...)
+	}
+	if stdin > 1 {
+		return nil, errors.New(`"-" (standard input) given more than once`)
+	}
+	return files, nil
+}

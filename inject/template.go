@@ -1,0 +1,566 @@
+package inject
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	"sigs.k8s.io/kustomize/kyaml/yaml"
+)
+
+// proxies are the containers of known mesh proxies, by the mesh whose
+// preset they imply.
+var proxies = map[string]string{
+	"istio-proxy":      "istio",
+	"linkerd-proxy":    "linkerd",
+	"consul-dataplane": "consul",
+	"envoy-sidecar":    "consul", // consul-k8s before consul-dataplane
+	"kuma-sidecar":     "kuma",
+}
+
+// agents are other injected containers that are never the app.
+var agents = []string{"consul-sidecar", "vault-agent", "vault-agent-init", "linkerd-debug", "istio-validation"}
+
+// record is the value of AnnotationInjected: what the injection added
+// beyond the fixed pieces (the volume, the init container, the mounts and
+// the command prefix), so that Uninject removes exactly that.
+type record struct {
+	Containers []wrapped `json:"containers"`
+	// Each is true when the injection created the key (rather than adding
+	// to what was there).
+	Volumes        bool `json:"volumes,omitempty"`
+	InitContainers bool `json:"initContainers,omitempty"`
+	Annotations    bool `json:"annotations,omitempty"`
+	Metadata       bool `json:"metadata,omitempty"`
+	// LinkerdShutdown is nil when the injection left Linkerd's shutdown
+	// annotation alone, "" when it added it, and the former value when it
+	// changed it to "enabled".
+	LinkerdShutdown *string `json:"linkerdShutdown,omitempty"`
+}
+
+type wrapped struct {
+	Name string `json:"name"`
+	// Command is true when the container had no command and got the
+	// image's ENTRYPOINT behind the prefix; Args when it had no args
+	// either and got the image's CMD; Mounts when it had no volumeMounts.
+	Command bool `json:"command,omitempty"`
+	Args    bool `json:"args,omitempty"`
+	Mounts  bool `json:"volumeMounts,omitempty"`
+}
+
+// plan is what Template will do to one container, worked out before any
+// change is made.
+type plan struct {
+	node    *yaml.Node
+	name    string
+	command []string // the image's ENTRYPOINT when the container has no command
+	args    []string // the image's CMD when it has neither command nor args
+	addCmd  bool
+	addArgs bool
+}
+
+// Template rewrites, in place, a pod template: an RNode holding metadata
+// and spec (a PodTemplateSpec, or a whole Pod, whose metadata and spec
+// have the same shape). jobLike says whether the pod ends (Job, CronJob,
+// restartPolicy Never or OnFailure), so that the wrapped command gets
+// --quit; a spec.restartPolicy of Never or OnFailure counts as jobLike
+// too.
+//
+// It leaves the template unchanged, saying why in the notes, when the
+// template opts out (meshgate.io/inject: "false"), opts out of the mesh
+// (sidecar.istio.io/inject: "false" and the like, without another mesh),
+// is already injected (meshgate.io/injected), runs its proxy as a native
+// sidecar (NativeSidecar), or has no container left to wrap. An error
+// means nothing was changed.
+func Template(ctx context.Context, tmpl *yaml.RNode, jobLike bool, opts Options) (Result, error) {
+	var res Result
+	if err := opts.Validate(); err != nil {
+		return res, err
+	}
+	root := tmpl.YNode()
+	if root == nil || root.Kind != yaml.MappingNode {
+		return res, fmt.Errorf("pod template is not a mapping")
+	}
+	spec := get(root, "spec")
+	if spec == nil || spec.Kind != yaml.MappingNode {
+		return res, fmt.Errorf("pod template has no spec")
+	}
+	meta := get(root, "metadata")
+	ann := get(meta, "annotations")
+	labels := get(meta, "labels")
+	if v := scalar(get(ann, AnnotationInject)); v == "false" {
+		res.note("%s is \"false\": left alone", AnnotationInject)
+		return res, nil
+	}
+	if get(ann, AnnotationInjected) != nil {
+		res.note("already injected: unchanged")
+		return res, nil
+	}
+	if native, why := NativeSidecar(tmpl); native {
+		res.note("native sidecar (%s): the kubelet starts the app after the proxy's startup probe and stops the proxy after a Job, so no gate is needed; unchanged", why)
+		return res, nil
+	}
+	containers := get(spec, "containers")
+	if containers == nil || containers.Kind != yaml.SequenceNode || len(containers.Content) == 0 {
+		return res, fmt.Errorf("pod template has no containers")
+	}
+
+	preset, why := opts.Preset, "--preset"
+	if p := scalar(get(ann, AnnotationPreset)); p != "" {
+		if !slices.Contains(Presets, p) {
+			return res, fmt.Errorf("annotation %s: preset %q: want one of %s", AnnotationPreset, p, strings.Join(Presets, ", "))
+		}
+		preset, why = p, "annotation "+AnnotationPreset
+	}
+	if preset == "" {
+		var off string
+		preset, why, off = guessPreset(spec, ann, labels)
+		if preset == "" && off != "" {
+			res.note("%s: the pod has no mesh proxy, so there is nothing to wait for; unchanged", off)
+			return res, nil
+		}
+	}
+	if preset != "" {
+		res.note("preset %s (%s)", preset, why)
+	} else {
+		res.note("no mesh found in the pod template's annotations, labels or containers: meshgate's default probe (Istio's); set --preset or the %s annotation if that is wrong", AnnotationPreset)
+	}
+
+	chosen, err := choose(spec, containers, ann, opts, &res)
+	if err != nil {
+		return res, err
+	}
+	if len(chosen) == 0 {
+		res.note("no container left to wrap: unchanged")
+		return res, nil
+	}
+	if _, i := named(get(spec, "volumes"), Volume); i >= 0 {
+		return res, fmt.Errorf("the pod already has a volume %q that meshgate-inject did not add: finish the wiring by hand, or remove it and inject again", Volume)
+	}
+	if _, i := named(get(spec, "initContainers"), InstallContainer); i >= 0 {
+		return res, fmt.Errorf("the pod already has an init container %q that meshgate-inject did not add: finish the wiring by hand, or remove it and inject again", InstallContainer)
+	}
+
+	policy := scalar(get(spec, "restartPolicy"))
+	if policy == "Never" || policy == "OnFailure" {
+		jobLike = true
+	}
+	prefix := []string{Gate}
+	if preset != "" {
+		prefix = append(prefix, "--preset", preset)
+	}
+	if jobLike {
+		prefix = append(prefix, "--quit")
+		if policy == "OnFailure" {
+			// A restarted command would otherwise wait for a proxy that
+			// was told to quit after the failed run.
+			prefix = append(prefix, "--quit-on", "success")
+		}
+	}
+	prefix = append(append(prefix, opts.GateFlags...), "--")
+
+	plans := make([]plan, 0, len(chosen))
+	for _, c := range chosen {
+		p, err := planContainer(ctx, c, opts, &res)
+		if err != nil {
+			return res, err
+		}
+		plans = append(plans, p)
+	}
+
+	// Everything is known: change the template.
+	var rec record
+	if meta == nil {
+		meta = mapping()
+		set(root, "metadata", meta)
+		rec.Metadata = true
+	}
+	if ann == nil || null(ann) {
+		if ann != nil {
+			del(meta, "annotations")
+		}
+		ann = mapping()
+		setAfter(meta, "annotations", ann, "labels", "name", "namespace")
+		rec.Annotations = true
+	}
+	if jobLike && preset == "linkerd" {
+		if v := get(ann, LinkerdShutdown); v == nil {
+			set(ann, LinkerdShutdown, str("enabled"))
+			rec.LinkerdShutdown = new(string)
+			res.note("added %s: enabled, without which Linkerd refuses the quit", LinkerdShutdown)
+		} else if v.Value != "enabled" {
+			old := v.Value
+			rec.LinkerdShutdown = &old
+			v.Value = "enabled"
+			res.note("set %s to enabled (was %q), without which Linkerd refuses the quit", LinkerdShutdown, old)
+		}
+	}
+	volumes := get(spec, "volumes")
+	if volumes == nil || null(volumes) {
+		del(spec, "volumes")
+		volumes = seq()
+		set(spec, "volumes", volumes)
+		rec.Volumes = true
+	}
+	volumes.Content = append(volumes.Content, volume())
+	inits := get(spec, "initContainers")
+	if inits == nil || null(inits) {
+		del(spec, "initContainers")
+		inits = seq()
+		setBefore(spec, "initContainers", inits, "containers")
+		rec.InitContainers = true
+	}
+	image := opts.Image
+	if image == "" {
+		image = DefaultImage()
+	}
+	inits.Content = append(inits.Content, installContainer(image))
+	for _, p := range plans {
+		w := wrapped{Name: p.name, Command: p.addCmd, Args: p.addArgs}
+		if p.addCmd {
+			del(p.node, "command")
+			setAfter(p.node, "command", strSeq(append(slices.Clone(prefix), p.command...)), "image", "name")
+		} else {
+			cmd := get(p.node, "command")
+			cmd.Content = append(strSeq(prefix).Content, cmd.Content...)
+		}
+		if p.addArgs {
+			del(p.node, "args")
+			setAfter(p.node, "args", strSeq(p.args), "command")
+		}
+		mounts := get(p.node, "volumeMounts")
+		if mounts == nil || null(mounts) {
+			del(p.node, "volumeMounts")
+			mounts = seq()
+			set(p.node, "volumeMounts", mounts)
+			w.Mounts = true
+		}
+		mounts.Content = append(mounts.Content, mapping("name", Volume, "mountPath", MountPath, "readOnly", boolean(true)))
+		rec.Containers = append(rec.Containers, w)
+		res.note("wrapped container %s: %s", p.name, strings.Join(prefix, " "))
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return res, err
+	}
+	set(ann, AnnotationInjected, str(string(b)))
+	res.Changed = true
+	return res, nil
+}
+
+// choose returns the containers to wrap: those named by the annotation or
+// Options.Containers, or else every app container.
+func choose(spec, containers, ann *yaml.Node, opts Options, res *Result) ([]*yaml.Node, error) {
+	names, from := opts.Containers, "--containers"
+	if v := scalar(get(ann, AnnotationContainers)); v != "" {
+		names, from = nil, "annotation "+AnnotationContainers
+		for _, n := range strings.Split(v, ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				names = append(names, n)
+			}
+		}
+	}
+	var all []string
+	for _, c := range containers.Content {
+		all = append(all, scalar(get(c, "name")))
+	}
+	var chosen []*yaml.Node
+	if len(names) > 0 {
+		for _, n := range names {
+			c, i := named(containers, n)
+			if i < 0 {
+				return nil, fmt.Errorf("container %q (from %s): no such container; the pod has %s", n, from, strings.Join(all, ", "))
+			}
+			if wrappedBy(c) {
+				res.note("container %s already runs meshgate: left as it is", n)
+				continue
+			}
+			chosen = append(chosen, c)
+		}
+		return chosen, nil
+	}
+	for _, c := range containers.Content {
+		n := scalar(get(c, "name"))
+		switch {
+		case proxies[n] != "" || slices.Contains(agents, n):
+			res.note("container %s is a mesh proxy or agent: not wrapped", n)
+		case wrappedBy(c):
+			res.note("container %s already runs meshgate: left as it is", n)
+		default:
+			chosen = append(chosen, c)
+		}
+	}
+	return chosen, nil
+}
+
+// wrappedBy reports whether container c already runs meshgate.
+func wrappedBy(c *yaml.Node) bool {
+	cmd, _ := stringList(get(c, "command"))
+	return len(cmd) > 0 && (cmd[0] == "meshgate" || strings.HasSuffix(cmd[0], "/meshgate"))
+}
+
+// planContainer works out the command and args of one container, reading
+// the image's ENTRYPOINT and CMD where the kubelet would use them.
+func planContainer(ctx context.Context, c *yaml.Node, opts Options, res *Result) (plan, error) {
+	name := scalar(get(c, "name"))
+	p := plan{node: c, name: name}
+	cmdNode, argsNode := get(c, "command"), get(c, "args")
+	for key, n := range map[string]*yaml.Node{"command": cmdNode, "args": argsNode} {
+		if null(n) {
+			continue
+		}
+		if _, ok := stringList(n); !ok {
+			return p, fmt.Errorf("container %s: %s is not a list of strings", name, key)
+		}
+		if len(n.Content) == 0 {
+			return p, fmt.Errorf("container %s: %s is an empty list, which Kubernetes reads as unset: remove it or write it out", name, key)
+		}
+	}
+	if !null(cmdNode) {
+		// The kubelet runs command with args: prefix command, keep args.
+		return p, nil
+	}
+	hasArgs := !null(argsNode)
+	entry, haveEntry := opts.Entrypoints[name]
+	cmd, haveCmd := opts.Cmds[name]
+	if !haveEntry || (!hasArgs && !haveCmd) {
+		image := scalar(get(c, "image"))
+		if opts.Resolver == nil {
+			need := "its image's ENTRYPOINT"
+			hint := fmt.Sprintf("--entrypoint %s='[\"/path/to/app\"]'", name)
+			if !hasArgs {
+				need = "its image's ENTRYPOINT and CMD"
+				hint += fmt.Sprintf(" and --cmd %s='[...]' (or '[]')", name)
+			}
+			return p, fmt.Errorf("container %s sets no command, so it runs %s, which the manifest does not show: pass %s, or --resolve to read them from the registry", name, need, hint)
+		}
+		if image == "" {
+			return p, fmt.Errorf("container %s has neither a command nor an image", name)
+		}
+		var (
+			e, c []string
+			err  error
+		)
+		if pr, ok := opts.Resolver.(PlatformResolver); ok && opts.Platform != "" {
+			e, c, err = pr.ImageConfigPlatform(ctx, image, opts.Platform)
+		} else {
+			e, c, err = opts.Resolver.ImageConfig(ctx, image)
+		}
+		if err != nil {
+			return p, fmt.Errorf("container %s: %w", name, err)
+		}
+		res.note("container %s: image %s has ENTRYPOINT %s and CMD %s", name, image, jsonList(e), jsonList(c))
+		if !haveEntry {
+			entry = e
+		}
+		if !haveCmd {
+			cmd = c
+		}
+	}
+	p.addCmd, p.command = true, entry
+	if !hasArgs && len(cmd) > 0 {
+		p.addArgs, p.args = true, cmd
+	}
+	if len(entry) == 0 && !hasArgs && len(cmd) == 0 {
+		return p, fmt.Errorf("container %s: its image has neither ENTRYPOINT nor CMD, so there is no command to wrap", name)
+	}
+	return p, nil
+}
+
+func jsonList(l []string) string {
+	if l == nil {
+		l = []string{}
+	}
+	b, _ := json.Marshal(l)
+	return string(b)
+}
+
+func volume() *yaml.Node {
+	// On disk, not in memory: the binary would count against the pod's
+	// memory otherwise. The limit leaves room for a larger release.
+	return mapping("name", Volume, "emptyDir", mapping("sizeLimit", "32Mi"))
+}
+
+// installContainer is the init container that copies meshgate into the
+// volume: as hardened as the restricted Pod Security Standard asks.
+func installContainer(image string) *yaml.Node {
+	return mapping(
+		"name", InstallContainer,
+		"image", image,
+		"args", strSeq([]string{"install", MountPath}),
+		"volumeMounts", seq(mapping("name", Volume, "mountPath", MountPath)),
+		"resources", mapping(
+			"requests", mapping("cpu", "10m", "memory", "16Mi"),
+			"limits", mapping("memory", "32Mi")),
+		"securityContext", mapping(
+			"runAsNonRoot", boolean(true),
+			"runAsUser", integer("65532"),
+			"runAsGroup", integer("65532"),
+			"readOnlyRootFilesystem", boolean(true),
+			"allowPrivilegeEscalation", boolean(false),
+			"capabilities", mapping("drop", strSeq([]string{"ALL"})),
+			"seccompProfile", mapping("type", "RuntimeDefault")),
+	)
+}
+
+// guessPreset reads the mesh from the pod template: the mesh's own
+// injection annotations and labels, then the names of proxy containers
+// already there. off names an annotation or label that turns the mesh's
+// injection off, when no mesh was found.
+func guessPreset(spec, ann, labels *yaml.Node) (preset, why, off string) {
+	lookup := func(key string) (string, string) {
+		if v := get(ann, key); v != nil {
+			return v.Value, "annotation " + key
+		}
+		if v := get(labels, key); v != nil {
+			return v.Value, "label " + key
+		}
+		return "", ""
+	}
+	type rule struct {
+		key, mesh string
+		on, off   []string
+	}
+	for _, r := range []rule{
+		{"sidecar.istio.io/inject", "istio", []string{"true"}, []string{"false"}},
+		{"istio.io/rev", "istio", nil, nil},
+		{"linkerd.io/inject", "linkerd", []string{"enabled", "ingress"}, []string{"disabled"}},
+		{"consul.hashicorp.com/connect-inject", "consul", []string{"true"}, []string{"false"}},
+		{"kuma.io/sidecar-injection", "kuma", []string{"enabled", "true"}, []string{"disabled", "false"}},
+	} {
+		v, where := lookup(r.key)
+		switch {
+		case where == "":
+		case r.on == nil && v != "" || slices.Contains(r.on, v):
+			return r.mesh, fmt.Sprintf("%s: %q", where, v), ""
+		case slices.Contains(r.off, v) && off == "":
+			off = fmt.Sprintf("%s: %q", where, v)
+		}
+	}
+	for _, list := range []string{"containers", "initContainers"} {
+		l := get(spec, list)
+		if l == nil || l.Kind != yaml.SequenceNode {
+			continue
+		}
+		for _, c := range l.Content {
+			if mesh := proxies[scalar(get(c, "name"))]; mesh != "" {
+				return mesh, "container " + scalar(get(c, "name")), ""
+			}
+		}
+	}
+	return "", "", off
+}
+
+// NativeSidecar reports whether the pod's proxy is a native sidecar, or
+// the pod asks its mesh for one, and why: an init container of a known
+// proxy with restartPolicy: Always; Istio's sidecar.istio.io/nativeSidecar:
+// "true"; Linkerd's config.beta.linkerd.io/proxy-enable-native-sidecar
+// (config.alpha.linkerd.io/... in older releases) set to "true". Kuma
+// chooses native sidecars in its control plane's configuration and Consul
+// has no such mode, so for them only the init container tells. A mesh-wide
+// default (recent Istio turns native sidecars on where the cluster has
+// them) is not in the manifest and cannot be seen here.
+func NativeSidecar(tmpl *yaml.RNode) (bool, string) {
+	root := tmpl.YNode()
+	spec := get(root, "spec")
+	if inits := get(spec, "initContainers"); inits != nil && inits.Kind == yaml.SequenceNode {
+		for _, c := range inits.Content {
+			n := scalar(get(c, "name"))
+			if proxies[n] != "" && scalar(get(c, "restartPolicy")) == "Always" {
+				return true, fmt.Sprintf("init container %s has restartPolicy: Always", n)
+			}
+		}
+	}
+	ann := path(root, "metadata", "annotations")
+	for _, key := range []string{
+		"sidecar.istio.io/nativeSidecar",
+		"config.beta.linkerd.io/proxy-enable-native-sidecar",
+		"config.alpha.linkerd.io/proxy-enable-native-sidecar",
+	} {
+		if v := scalar(get(ann, key)); v == "true" {
+			return true, fmt.Sprintf("annotation %s: %q", key, v)
+		}
+	}
+	return false, ""
+}
+
+// Uninject takes meshgate's wiring out of a pod template again, exactly as
+// the annotation meshgate.io/injected recorded it: a template injected
+// and then uninjected is the template it was. A template without the
+// annotation is left unchanged. An error means nothing was changed.
+func Uninject(tmpl *yaml.RNode) (Result, error) {
+	var res Result
+	root := tmpl.YNode()
+	if root == nil || root.Kind != yaml.MappingNode {
+		return res, fmt.Errorf("pod template is not a mapping")
+	}
+	meta := get(root, "metadata")
+	ann := get(meta, "annotations")
+	recNode := get(ann, AnnotationInjected)
+	if recNode == nil {
+		res.note("not injected by meshgate-inject: unchanged")
+		return res, nil
+	}
+	var rec record
+	if err := json.Unmarshal([]byte(recNode.Value), &rec); err != nil {
+		return res, fmt.Errorf("annotation %s: %v", AnnotationInjected, err)
+	}
+	spec := get(root, "spec")
+	containers := get(spec, "containers")
+	// Check everything first, so that nothing is half undone.
+	cuts := make([]int, len(rec.Containers))
+	for i, w := range rec.Containers {
+		c, at := named(containers, w.Name)
+		if at < 0 {
+			return res, fmt.Errorf("container %s, which %s names, is gone", w.Name, AnnotationInjected)
+		}
+		cmd, _ := stringList(get(c, "command"))
+		cuts[i] = slices.Index(cmd, "--")
+		if len(cmd) == 0 || cmd[0] != Gate || cuts[i] < 0 {
+			return res, fmt.Errorf("container %s: command %s does not start with %s ... --: changed since the injection", w.Name, jsonList(cmd), Gate)
+		}
+	}
+	for i, w := range rec.Containers {
+		c, _ := named(containers, w.Name)
+		if w.Command {
+			del(c, "command")
+		} else {
+			cmd := get(c, "command")
+			cmd.Content = cmd.Content[cuts[i]+1:]
+		}
+		if w.Args {
+			del(c, "args")
+		}
+		removeNamed(get(c, "volumeMounts"), Volume)
+		if w.Mounts {
+			del(c, "volumeMounts")
+		}
+		res.note("unwrapped container %s", w.Name)
+	}
+	removeNamed(get(spec, "initContainers"), InstallContainer)
+	if rec.InitContainers {
+		del(spec, "initContainers")
+	}
+	removeNamed(get(spec, "volumes"), Volume)
+	if rec.Volumes {
+		del(spec, "volumes")
+	}
+	if rec.LinkerdShutdown != nil {
+		if *rec.LinkerdShutdown == "" {
+			del(ann, LinkerdShutdown)
+		} else if v := get(ann, LinkerdShutdown); v != nil {
+			v.Value = *rec.LinkerdShutdown
+		}
+	}
+	del(ann, AnnotationInjected)
+	if rec.Annotations {
+		del(meta, "annotations")
+	}
+	if rec.Metadata {
+		del(root, "metadata")
+	}
+	res.Changed = true
+	return res, nil
+}
