@@ -224,7 +224,11 @@ func Template(ctx context.Context, tmpl *yaml.RNode, jobLike bool, opts Options)
 			setAfter(p.node, "command", strSeq(append(slices.Clone(prefix), p.command...)), "image", "name")
 		} else {
 			cmd := get(p.node, "command")
-			cmd.Content = append(strSeq(prefix).Content, cmd.Content...)
+			pre := strSeq(prefix).Content
+			for _, n := range pre {
+				n.Style = cmd.Content[0].Style // quoted like the command
+			}
+			cmd.Content = append(pre, cmd.Content...)
 		}
 		if p.addArgs {
 			del(p.node, "args")
