@@ -4,15 +4,17 @@ GO      ?= go
 BIN     := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # Static, reproducible, stripped: no cgo, no local paths, no build ID.
-GOFLAGS_BUILD := -trimpath -buildvcs=false -ldflags "-s -w -buildid= -X main.version=$(VERSION)"
+GOFLAGS_BUILD := -trimpath -buildvcs=false -ldflags "-s -w -buildid= -X main.version=$(VERSION) -X github.com/meshgate/meshgate/inject.version=$(VERSION)"
 
 IMAGE   ?= localhost/meshgate:$(VERSION)
 BUILDAH ?= buildah --storage-driver vfs
 
 .PHONY: build test demo vet clean tools image image-offline reproducible bench
 
+# meshgate is the gate; meshgate-inject rewrites manifests to use it.
 build:
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/meshgate ./cmd/meshgate
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/meshgate-inject ./cmd/meshgate-inject
 
 # Two builds from scratch must give the same bytes: no time stamps, paths or
 # build IDs in the binary.
@@ -33,7 +35,7 @@ vet:
 
 # The end-to-end tests in test/ use the binary built here.
 test: vet build
-	MESHGATE_BIN=$(CURDIR)/$(BIN)/meshgate GORACE=atexit_sleep_ms=0 $(GO) test -race -count=1 ./...
+	MESHGATE_BIN=$(CURDIR)/$(BIN)/meshgate MESHGATE_INJECT_BIN=$(CURDIR)/$(BIN)/meshgate-inject GORACE=atexit_sleep_ms=0 $(GO) test -race -count=1 ./...
 
 # The emulator plays a proxy that starts late; meshgate holds the app until
 # it is ready. Ports: DEMO_ADDR.

@@ -51,13 +51,15 @@ func setBefore(m *yaml.Node, key string, value *yaml.Node, before ...string) {
 	set(m, key, value)
 }
 
-// setAfter inserts key: value into mapping m just after the first of the
-// keys after that m has, or at the end.
+// setAfter inserts key: value into mapping m just after the first key of
+// after (in that order of preference) that m has, or at the end.
 func setAfter(m *yaml.Node, key string, value *yaml.Node, after ...string) {
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if slices.Contains(after, m.Content[i].Value) {
-			m.Content = slices.Insert(m.Content, i+2, str(key), value)
-			return
+	for _, a := range after {
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			if m.Content[i].Value == a {
+				m.Content = slices.Insert(m.Content, i+2, str(key), value)
+				return
+			}
 		}
 	}
 	set(m, key, value)
