@@ -31,7 +31,7 @@ import (
 )
 
 // Paths of the binaries under test, set once by TestMain.
-var bins struct{ meshgate, app, emulator string }
+var bins struct{ meshgate, inject, app, emulator string }
 
 // images builds the container image once for the pod tests.
 var images *pod.Cache
@@ -51,6 +51,14 @@ func TestMain(m *testing.M) {
 		if bins.meshgate == "" {
 			bins.meshgate = filepath.Join(dir, "meshgate")
 			if err := build(bins.meshgate, "../cmd/meshgate"); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+		}
+		bins.inject = os.Getenv("MESHGATE_INJECT_BIN")
+		if bins.inject == "" {
+			bins.inject = filepath.Join(dir, "meshgate-inject")
+			if err := build(bins.inject, "../cmd/meshgate-inject"); err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				return 1
 			}
