@@ -34,6 +34,11 @@ type record struct {
 	InitContainers bool `json:"initContainers,omitempty"`
 	Annotations    bool `json:"annotations,omitempty"`
 	Metadata       bool `json:"metadata,omitempty"`
+	// Nulls holds the keys that were there with a null value (such as a
+	// bare "annotations:"), which the injection turned into a mapping or
+	// list in place, with the null's text: "spec.volumes",
+	// "containers.app.volumeMounts" → "" or "~" or "null".
+	Nulls map[string]string `json:"nulls,omitempty"`
 	// LinkerdShutdown is nil when the injection left Linkerd's shutdown
 	// annotation alone, "" when it added it, and the former value when it
 	// changed it to "enabled".
@@ -176,14 +181,15 @@ func Template(ctx context.Context, tmpl *yaml.RNode, jobLike bool, opts Options)
 		meta = mapping()
 		set(root, "metadata", meta)
 		rec.Metadata = true
+	} else if null(meta) {
+		rec.fill(meta, "metadata", yaml.MappingNode)
 	}
-	if ann == nil || null(ann) {
-		if ann != nil {
-			del(meta, "annotations")
-		}
+	if ann == nil {
 		ann = mapping()
 		setAfter(meta, "annotations", ann, "labels", "name", "namespace")
 		rec.Annotations = true
+	} else if null(ann) {
+		rec.fill(ann, "metadata.annotations", yaml.MappingNode)
 	}
 	if jobLike && preset == "linkerd" {
 		if v := get(ann, LinkerdShutdown); v == nil {
@@ -198,19 +204,21 @@ func Template(ctx context.Context, tmpl *yaml.RNode, jobLike bool, opts Options)
 		}
 	}
 	volumes := get(spec, "volumes")
-	if volumes == nil || null(volumes) {
-		del(spec, "volumes")
+	if volumes == nil {
 		volumes = seq()
 		set(spec, "volumes", volumes)
 		rec.Volumes = true
+	} else if null(volumes) {
+		rec.fill(volumes, "spec.volumes", yaml.SequenceNode)
 	}
 	volumes.Content = append(volumes.Content, volume())
 	inits := get(spec, "initContainers")
-	if inits == nil || null(inits) {
-		del(spec, "initContainers")
+	if inits == nil {
 		inits = seq()
 		setBefore(spec, "initContainers", inits, "containers")
 		rec.InitContainers = true
+	} else if null(inits) {
+		rec.fill(inits, "spec.initContainers", yaml.SequenceNode)
 	}
 	image := opts.Image
 	if image == "" {
@@ -220,8 +228,14 @@ func Template(ctx context.Context, tmpl *yaml.RNode, jobLike bool, opts Options)
 	for _, p := range plans {
 		w := wrapped{Name: p.name, Command: p.addCmd, Args: p.addArgs}
 		if p.addCmd {
-			del(p.node, "command")
-			setAfter(p.node, "command", strSeq(append(slices.Clone(prefix), p.command...)), "image", "name")
+			cmd := strSeq(append(slices.Clone(prefix), p.command...))
+			if old := get(p.node, "command"); old != nil {
+				rec.fill(old, "containers."+p.name+".command", yaml.SequenceNode)
+				old.Content = cmd.Content
+				w.Command = false
+			} else {
+				setAfter(p.node, "command", cmd, "image", "name")
+			}
 		} else {
 			cmd := get(p.node, "command")
 			pre := strSeq(prefix).Content
@@ -231,15 +245,22 @@ func Template(ctx context.Context, tmpl *yaml.RNode, jobLike bool, opts Options)
 			cmd.Content = append(pre, cmd.Content...)
 		}
 		if p.addArgs {
-			del(p.node, "args")
-			setAfter(p.node, "args", strSeq(p.args), "command")
+			args := strSeq(p.args)
+			if old := get(p.node, "args"); old != nil {
+				rec.fill(old, "containers."+p.name+".args", yaml.SequenceNode)
+				old.Content = args.Content
+				w.Args = false
+			} else {
+				setAfter(p.node, "args", args, "command")
+			}
 		}
 		mounts := get(p.node, "volumeMounts")
-		if mounts == nil || null(mounts) {
-			del(p.node, "volumeMounts")
+		if mounts == nil {
 			mounts = seq()
 			set(p.node, "volumeMounts", mounts)
 			w.Mounts = true
+		} else if null(mounts) {
+			rec.fill(mounts, "containers."+p.name+".volumeMounts", yaml.SequenceNode)
 		}
 		mounts.Content = append(mounts.Content, mapping("name", Volume, "mountPath", MountPath, "readOnly", boolean(true)))
 		rec.Containers = append(rec.Containers, w)
@@ -252,6 +273,29 @@ func Template(ctx context.Context, tmpl *yaml.RNode, jobLike bool, opts Options)
 	set(ann, AnnotationInjected, str(string(b)))
 	res.Changed = true
 	return res, nil
+}
+
+// fill turns a null node into an empty mapping or list, in place, and
+// records the null's text under key.
+func (rec *record) fill(n *yaml.Node, key string, kind yaml.Kind) {
+	if rec.Nulls == nil {
+		rec.Nulls = map[string]string{}
+	}
+	rec.Nulls[key] = n.Value
+	n.Kind, n.Value, n.Style, n.Content = kind, "", 0, nil
+	n.Tag = yaml.NodeTagMap
+	if kind == yaml.SequenceNode {
+		n.Tag = yaml.NodeTagSeq
+	}
+}
+
+// unfill turns n back into the null it was, if key was one.
+func (rec *record) unfill(n *yaml.Node, key string) {
+	v, ok := rec.Nulls[key]
+	if !ok || n == nil {
+		return
+	}
+	n.Kind, n.Tag, n.Value, n.Style, n.Content = yaml.ScalarNode, yaml.NodeTagNull, v, 0, nil
 }
 
 // choose returns the containers to wrap: those named by the annotation or
@@ -528,28 +572,38 @@ func Uninject(tmpl *yaml.RNode) (Result, error) {
 	}
 	for i, w := range rec.Containers {
 		c, _ := named(containers, w.Name)
+		prefix := "containers." + w.Name + "."
 		if w.Command {
 			del(c, "command")
 		} else {
 			cmd := get(c, "command")
 			cmd.Content = cmd.Content[cuts[i]+1:]
+			rec.unfill(cmd, prefix+"command")
 		}
 		if w.Args {
 			del(c, "args")
+		} else {
+			rec.unfill(get(c, "args"), prefix+"args")
 		}
 		removeNamed(get(c, "volumeMounts"), Volume)
 		if w.Mounts {
 			del(c, "volumeMounts")
+		} else {
+			rec.unfill(get(c, "volumeMounts"), prefix+"volumeMounts")
 		}
 		res.note("unwrapped container %s", w.Name)
 	}
 	removeNamed(get(spec, "initContainers"), InstallContainer)
 	if rec.InitContainers {
 		del(spec, "initContainers")
+	} else {
+		rec.unfill(get(spec, "initContainers"), "spec.initContainers")
 	}
 	removeNamed(get(spec, "volumes"), Volume)
 	if rec.Volumes {
 		del(spec, "volumes")
+	} else {
+		rec.unfill(get(spec, "volumes"), "spec.volumes")
 	}
 	if rec.LinkerdShutdown != nil {
 		if *rec.LinkerdShutdown == "" {
@@ -561,9 +615,13 @@ func Uninject(tmpl *yaml.RNode) (Result, error) {
 	del(ann, AnnotationInjected)
 	if rec.Annotations {
 		del(meta, "annotations")
+	} else {
+		rec.unfill(ann, "metadata.annotations")
 	}
 	if rec.Metadata {
 		del(root, "metadata")
+	} else {
+		rec.unfill(meta, "metadata")
 	}
 	res.Changed = true
 	return res, nil
