@@ -111,6 +111,9 @@ func Template(ctx context.Context, tmpl *yaml.RNode, jobLike bool, opts Options)
 	if containers == nil || containers.Kind != yaml.SequenceNode || len(containers.Content) == 0 {
 		return res, fmt.Errorf("pod template has no containers")
 	}
+	if err := checkShape(root, meta, spec); err != nil {
+		return res, err
+	}
 
 	preset, why := opts.Preset, "--preset"
 	if p := scalar(get(ann, AnnotationPreset)); p != "" {
@@ -273,6 +276,59 @@ func Template(ctx context.Context, tmpl *yaml.RNode, jobLike bool, opts Options)
 	set(ann, AnnotationInjected, str(string(b)))
 	res.Changed = true
 	return res, nil
+}
+
+// checkShape checks the kinds of the nodes Template edits, so that a
+// malformed manifest is an error and not a stranger one.
+func checkShape(root, meta, spec *yaml.Node) error {
+	want := func(n *yaml.Node, kind yaml.Kind, what string) error {
+		if n == nil || null(n) || n.Kind == kind {
+			return nil
+		}
+		if kind == yaml.MappingNode {
+			return fmt.Errorf("%s is not a mapping", what)
+		}
+		return fmt.Errorf("%s is not a list", what)
+	}
+	checks := []struct {
+		n    *yaml.Node
+		kind yaml.Kind
+		what string
+	}{
+		{meta, yaml.MappingNode, "metadata"},
+		{get(meta, "annotations"), yaml.MappingNode, "metadata.annotations"},
+		{get(spec, "volumes"), yaml.SequenceNode, "spec.volumes"},
+		{get(spec, "initContainers"), yaml.SequenceNode, "spec.initContainers"},
+	}
+	for _, list := range []string{"containers", "initContainers"} {
+		l := get(spec, list)
+		if l == nil || l.Kind != yaml.SequenceNode {
+			continue
+		}
+		for i, c := range l.Content {
+			if c.Kind != yaml.MappingNode || scalar(get(c, "name")) == "" {
+				return fmt.Errorf("spec.%s[%d] is not a container with a name", list, i)
+			}
+			checks = append(checks, struct {
+				n    *yaml.Node
+				kind yaml.Kind
+				what string
+			}{get(c, "volumeMounts"), yaml.SequenceNode, fmt.Sprintf("container %s: volumeMounts", scalar(get(c, "name")))})
+		}
+	}
+	for _, c := range checks {
+		if err := want(c.n, c.kind, c.what); err != nil {
+			return err
+		}
+	}
+	if a := get(meta, "annotations"); a != nil && a.Kind == yaml.MappingNode {
+		for i := 1; i < len(a.Content); i += 2 {
+			if a.Content[i].Kind != yaml.ScalarNode {
+				return fmt.Errorf("annotation %s is not a string", a.Content[i-1].Value)
+			}
+		}
+	}
+	return nil
 }
 
 // fill turns a null node into an empty mapping or list, in place, and
