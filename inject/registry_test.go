@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -29,6 +30,7 @@ import (
 type testRegistry struct {
 	host     string
 	requests atomic.Int64
+	hidden   sync.Map // blob digests answered with 404, as if lost
 }
 
 func newRegistry(t *testing.T, user, pass string) *testRegistry {
@@ -41,6 +43,12 @@ func newRegistry(t *testing.T, user, pass string) *testRegistry {
 			if u, p, ok := req.BasicAuth(); !ok || u != user || p != pass {
 				w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
 				http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"credentials required"}]}`, http.StatusUnauthorized)
+				return
+			}
+		}
+		if i := strings.LastIndex(req.URL.Path, "/blobs/"); i >= 0 {
+			if _, gone := r.hidden.Load(req.URL.Path[i+len("/blobs/"):]); gone {
+				http.Error(w, `{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}`, http.StatusNotFound)
 				return
 			}
 		}
@@ -280,6 +288,18 @@ func TestRegistryErrors(t *testing.T) {
 	closed.Close()
 	if _, _, err := r.ImageConfig(t.Context(), host+"/app:1"); err == nil || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("closed port: %v", err)
+	}
+
+	// An image whose config blob is gone.
+	img := image(t, "linux/amd64", []string{"/lost"}, nil)
+	lost := reg.push(t, "lost:1", img)
+	cfg, err := img.ConfigName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.hidden.Store(cfg.String(), true)
+	if _, _, err := r.ImageConfig(t.Context(), lost); err == nil || !strings.Contains(err.Error(), "image "+lost+": reading its config: ") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("lost config: %v, want one line naming the image and its config", err)
 	}
 
 	// Answers are cached: a second look-up asks nothing.
