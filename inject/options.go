@@ -50,7 +50,7 @@ var version string
 // meshgate release of the injector's own version, or :latest for a build
 // that is not a release.
 func DefaultImage() string {
-	if releaseTag.MatchString(version) {
+	if releaseTag.MatchString(version) && !strings.Contains(version, "dirty") {
 		return Repository + ":" + version
 	}
 	return Repository + ":latest"

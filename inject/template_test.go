@@ -175,3 +175,21 @@ func text(n *yaml.RNode) string {
 	}
 	return b.String()
 }
+
+func TestDefaultImage(t *testing.T) {
+	defer func(v string) { version = v }(version)
+	for v, want := range map[string]string{
+		"":                  "ghcr.io/meshgate/meshgate:latest",
+		"dev":               "ghcr.io/meshgate/meshgate:latest",
+		"v1.2.3":            "ghcr.io/meshgate/meshgate:v1.2.3",
+		"v1.2.3-rc.1":       "ghcr.io/meshgate/meshgate:v1.2.3-rc.1",
+		"v1.2.3-dirty":      "ghcr.io/meshgate/meshgate:latest",
+		"v1.2.3-4-gabcdef0": "ghcr.io/meshgate/meshgate:latest",
+		"bc823ba":           "ghcr.io/meshgate/meshgate:latest",
+	} {
+		version = v
+		if got := DefaultImage(); got != want {
+			t.Errorf("version %q: %s, want %s", v, got, want)
+		}
+	}
+}

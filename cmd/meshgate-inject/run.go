@@ -38,7 +38,7 @@ type usageError struct{ error }
 // run is the whole program: flags, inputs, output. resolver replaces the
 // registry in tests; nil means the real one.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, resolver inject.Resolver) int {
-	err := inject1(ctx, args, stdin, stdout, stderr, resolver)
+	err := rewrite(ctx, args, stdin, stdout, stderr, resolver)
 	var ue usageError
 	switch {
 	case err == nil:
@@ -54,7 +54,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 }
 
-func inject1(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, resolver inject.Resolver) error {
+func rewrite(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, resolver inject.Resolver) error {
 	fl := pflag.NewFlagSet("meshgate-inject", pflag.ContinueOnError)
 	fl.SetOutput(io.Discard)
 	var (
