@@ -142,14 +142,35 @@ func (o Options) Validate() error {
 	return nil
 }
 
+// WrapFlags returns the flags of meshgate's wrap mode (meshgate [flags] --
+// COMMAND), each with whether it takes a value. A test of cmd/meshgate
+// keeps it in step with the gate's own flag set, so that a flag mistyped
+// in --gate-flag is caught when the manifest is written, not when the pod
+// starts and exits 2.
+func WrapFlags() map[string]bool {
+	return map[string]bool{
+		"probe": true, "preset": true, "timeout": true, "on-timeout": true, "attempt-timeout": true,
+		"poll-refused": true, "poll-refused-max": true, "poll-min": true, "poll-max": true,
+		"poll-share": true, "poll-jitter": true, "insecure-skip-verify": false, "disabled": false,
+		"quit": false, "quit-url": true, "quit-on": true, "quit-timeout": true,
+		"quit-allow-remote": false, "forward-signals": true, "log-format": true, "log-level": true,
+	}
+}
+
 func checkGateFlag(f string) error {
+	name, _, hasValue := strings.Cut(strings.TrimPrefix(f, "--"), "=")
+	value, known := WrapFlags()[name]
 	switch {
 	case f == "--":
 		return fmt.Errorf("gate flag %q: the \"--\" is added by meshgate-inject", f)
-	case !strings.HasPrefix(f, "-"):
+	case !strings.HasPrefix(f, "--"):
 		return fmt.Errorf("gate flag %q: not a flag (write --gate-flag=--timeout=5m)", f)
-	case f == "--preset" || strings.HasPrefix(f, "--preset="):
+	case name == "preset":
 		return fmt.Errorf("gate flag %q: use --preset (or the %s annotation) instead", f, AnnotationPreset)
+	case !known:
+		return fmt.Errorf("gate flag %q: meshgate has no flag --%s", f, name)
+	case value && !hasValue:
+		return fmt.Errorf("gate flag %q: give the value in the same flag, as --%s=VALUE", f, name)
 	}
 	return nil
 }

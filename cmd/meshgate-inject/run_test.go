@@ -91,6 +91,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--cmd", `app={}`, f}, `--cmd "app={}"`},
 		{[]string{"--gate-flag", "timeout=5m", f}, `gate flag "timeout=5m": not a flag`},
 		{[]string{"--gate-flag=--", f}, `gate flag "--"`},
+		{[]string{"--gate-flag=--timout=5m", f}, `gate flag "--timout=5m": meshgate has no flag --timout`},
+		{[]string{"--gate-flag=--timeout", "--gate-flag=5m", f}, `gate flag "--timeout": give the value in the same flag, as --timeout=VALUE`},
 		{[]string{"--gate-flag=--preset=kuma", f}, `use --preset`},
 		{[]string{"--platform", "linux/arm64", f}, "--platform needs --resolve"},
 		{[]string{filepath.Join(dir, "missing.yaml")}, "missing.yaml: no such file or directory"},
