@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -25,10 +26,18 @@ type Registry struct {
 	Keychain authn.Keychain
 	// Transport carries the requests; nil means remote.DefaultTransport.
 	Transport http.RoundTripper
+	// Timeout bounds each image's look-up, all requests and retries
+	// included, so that a registry that accepts and never answers cannot
+	// hold a deploy; 0 means DefaultRegistryTimeout.
+	Timeout time.Duration
 
 	mu    sync.Mutex
 	cache map[string]imageConfig
 }
+
+// DefaultRegistryTimeout bounds an image look-up when Registry.Timeout is
+// not set.
+const DefaultRegistryTimeout = 30 * time.Second
 
 type imageConfig struct {
 	entrypoint, cmd []string
@@ -67,6 +76,12 @@ func (r *Registry) ImageConfigPlatform(ctx context.Context, image, platform stri
 }
 
 func (r *Registry) lookup(ctx context.Context, image, platform string) ([]string, []string, error) {
+	timeout := r.Timeout
+	if timeout <= 0 {
+		timeout = DefaultRegistryTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	ref, err := name.ParseReference(image)
 	if err != nil {
 		return nil, nil, err

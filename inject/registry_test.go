@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -288,6 +289,17 @@ func TestRegistryErrors(t *testing.T) {
 	closed.Close()
 	if _, _, err := r.ImageConfig(t.Context(), host+"/app:1"); err == nil || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("closed port: %v", err)
+	}
+
+	// A registry that accepts and never answers: the look-up is bounded.
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		<-req.Context().Done()
+	}))
+	defer hang.Close()
+	hung := strings.TrimPrefix(hang.URL, "http://") + "/app:1"
+	if _, _, err := (&Registry{Timeout: 200 * time.Millisecond}).ImageConfig(t.Context(), hung); err == nil ||
+		!strings.Contains(err.Error(), "image "+hung+": ") || !strings.Contains(err.Error(), "deadline exceeded") {
+		t.Errorf("hung registry: %v, want a deadline error naming the image", err)
 	}
 
 	// An image whose config blob is gone.
