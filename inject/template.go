@@ -122,13 +122,17 @@ func Template(ctx context.Context, tmpl *yaml.RNode, jobLike bool, opts Options)
 		}
 		preset, why = p, "annotation "+AnnotationPreset
 	}
-	if preset == "" {
-		var off string
-		preset, why, off = guessPreset(spec, ann, labels)
-		if preset == "" && off != "" {
-			res.note("%s: the pod has no mesh proxy, so there is nothing to wait for; unchanged", off)
-			return res, nil
-		}
+	guessed, guessWhy, off := guessPreset(spec, ann, labels)
+	switch {
+	case guessed == "" && off != "" && why != "annotation "+AnnotationPreset:
+		// Even with --preset: this workload has no proxy, and a gate
+		// would hold it until the timeout.
+		res.note("%s: the pod has no mesh proxy, so there is nothing to wait for; unchanged", off)
+		return res, nil
+	case preset == "":
+		preset, why = guessed, guessWhy
+	case guessed != "" && guessed != preset:
+		res.note("the pod template says %s (%s), but %s says %s", guessed, guessWhy, why, preset)
 	}
 	if preset != "" {
 		res.note("preset %s (%s)", preset, why)

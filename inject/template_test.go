@@ -63,6 +63,8 @@ func TestTemplateShapes(t *testing.T) {
 			false, Options{Containers: []string{"istio-proxy"}}, []string{"[/meshgate/meshgate, --preset, istio, --, /envoy]", "command: [/app]"}, "wrapped container istio-proxy"},
 		{"preset annotation beats flag", "metadata:\n  annotations:\n    meshgate.io/preset: envoy\nspec:\n  containers:\n    - name: app\n      command: [/app]\n",
 			false, Options{Preset: "istio"}, []string{"--preset, envoy"}, "annotation meshgate.io/preset"},
+		{"flag against the pod's mesh", "metadata:\n  annotations:\n    linkerd.io/inject: enabled\nspec:\n  containers:\n    - name: app\n      command: [/app]\n",
+			false, Options{Preset: "istio"}, []string{"--preset, istio"}, `the pod template says linkerd (annotation linkerd.io/inject: "enabled"), but --preset says istio`},
 		{"entrypoint and cmd flags", "spec:\n  containers:\n    - name: app\n      image: x\n",
 			false, Options{Entrypoints: map[string][]string{"app": {"/srv"}}, Cmds: map[string][]string{"app": {"-v"}}},
 			[]string{"command:\n        - /meshgate/meshgate\n        - --\n        - /srv\n      args:\n        - -v"}, "wrapped"},
@@ -88,12 +90,17 @@ func TestTemplateUnchanged(t *testing.T) {
 		{"linkerd alpha annotation", "metadata:\n  annotations:\n    config.alpha.linkerd.io/proxy-enable-native-sidecar: \"true\"\nspec:\n  containers:\n    - name: app\n      command: [/app]\n",
 			"config.alpha.linkerd.io/proxy-enable-native-sidecar"},
 		{"opted out", "metadata:\n  annotations:\n    meshgate.io/inject: \"false\"\nspec:\n  containers:\n    - name: app\n      command: [/app]\n", "left alone"},
+		{"istio off, even with --preset", "metadata:\n  labels:\n    sidecar.istio.io/inject: \"false\"\nspec:\n  containers:\n    - name: app\n      command: [/app]\n", "no mesh proxy"},
 		{"linkerd disabled", "metadata:\n  annotations:\n    linkerd.io/inject: disabled\nspec:\n  containers:\n    - name: app\n      command: [/app]\n", "no mesh proxy"},
 		{"only a proxy", "spec:\n  containers:\n    - name: istio-proxy\n      args: [proxy]\n", "no container left to wrap"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := yaml.MustParse(tc.tmpl)
-			res, err := Template(t.Context(), n, false, Options{})
+			var opts Options
+			if strings.Contains(tc.name, "--preset") {
+				opts.Preset = "istio"
+			}
+			res, err := Template(t.Context(), n, false, opts)
 			if err != nil || res.Changed || text(n) != tc.tmpl {
 				t.Errorf("changed: %v %v\n%s", res.Changed, err, text(n))
 			}
