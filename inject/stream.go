@@ -19,8 +19,9 @@ import (
 // a KRM ResourceList (a kustomize function's input). Documents that it
 // does not change come out byte for byte as they went in; a changed YAML
 // document is written back by kyaml, which keeps its comments, key order,
-// quoting and list indentation, and a changed JSON document is written as
-// JSON with the input's indentation and key order.
+// quoting and list indentation, with its blank lines put back (overlay),
+// and a changed JSON document is written as JSON with the input's
+// indentation and key order.
 type Stream struct {
 	Options Options
 	// Uninject takes the wiring out instead of putting it in.
@@ -52,6 +53,10 @@ func (s *Stream) Process(ctx context.Context, name string, in []byte) ([]byte, e
 			continue
 		}
 		obj := node.Content[0]
+		original, err := decode(d.body) // kept as parsed, for overlay
+		if err != nil {
+			return nil, err
+		}
 		var changed bool
 		if isResourceList(obj) && len(docs) == 1 {
 			err = s.resourceList(ctx, name, obj)
@@ -67,19 +72,36 @@ func (s *Stream) Process(ctx context.Context, name string, in []byte) ([]byte, e
 			out.Write(d.body)
 			continue
 		}
-		var buf bytes.Buffer
-		enc := yaml.NewEncoderWithOptions(&buf, &yaml.EncoderOptions{
-			SeqIndent: yaml.SequenceIndentStyle(yaml.DeriveSeqIndentStyle(string(d.body)))})
-		if err := enc.Encode(node); err != nil {
+		style := yaml.SequenceIndentStyle(yaml.DeriveSeqIndentStyle(string(d.body)))
+		b, err := encode(node, style)
+		if err != nil {
 			return nil, fmt.Errorf("%s: document %d: %v", name, i+1, err)
 		}
-		b := buf.Bytes()
+		// What kyaml drops (blank lines) is put back where it can be.
+		if before, err := encode(original, style); err == nil {
+			b = overlay(withNewline(d.body), before, b)
+		}
 		if !bytes.HasSuffix(d.body, []byte("\n")) {
 			b = bytes.TrimSuffix(b, []byte("\n"))
 		}
 		out.Write(b)
 	}
 	return out.Bytes(), nil
+}
+
+func encode(node *yaml.Node, style yaml.SequenceIndentStyle) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := yaml.NewEncoderWithOptions(&buf, &yaml.EncoderOptions{SeqIndent: style}).Encode(node); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func withNewline(b []byte) []byte {
+	if bytes.HasSuffix(b, []byte("\n")) {
+		return b
+	}
+	return append(b[:len(b):len(b)], '\n')
 }
 
 // object injects (or uninjects) one object and writes its notes.
