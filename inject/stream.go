@@ -132,7 +132,8 @@ type document struct {
 	line int // the line its body starts on, from 1
 }
 
-var separator = regexp.MustCompile(`^---(\s|$)`)
+// separator is a "---" line, alone or with a comment.
+var separator = regexp.MustCompile(`^---[ \t]*(#.*)?\r?\n?$`)
 
 // splitDocuments cuts a YAML stream at its "---" lines. A document
 // separator starts at the first column; block scalars are indented, so
@@ -149,7 +150,7 @@ func splitDocuments(in []byte) []document {
 			end += pos + 1
 		}
 		l := in[pos:end]
-		if separator.Match(l) && strings.TrimSpace(string(l)) == "---" {
+		if separator.Match(l) {
 			cur.body = in[start:pos]
 			if pos > 0 || len(cur.sep) > 0 {
 				docs = append(docs, cur)
