@@ -7,25 +7,36 @@ import "bytes"
 // orig is the document as written, before the encoding of the document as
 // parsed, after the encoding of the changed document. When orig is before
 // plus blank lines (the usual case for hand-written manifests), the line
-// edits from before to after are applied to orig; otherwise after is
-// returned as it is.
+// edits from before to after are applied to orig (and a blank line kyaml
+// adds after a head comment is left out); otherwise after is returned as
+// it is.
 func overlay(orig, before, after []byte) []byte {
 	o, b, a := lines(orig), lines(before), lines(after)
-	// at[i] is the line of orig that holds line i of before; the lines of
+	// at[i] is the line of orig that holds line i of before, or -1 for a
+	// blank line that kyaml added (after a head comment); the lines of
 	// orig in between are blank ones that kyaml dropped.
 	at := make([]int, 0, len(b))
-	blanks := false
-	for i, l := range o {
+	differ := false
+	for i := 0; i < len(o); {
 		switch {
-		case len(at) < len(b) && bytes.Equal(l, b[len(at)]):
+		case len(at) < len(b) && bytes.Equal(o[i], b[len(at)]):
 			at = append(at, i)
-		case len(bytes.TrimSpace(l)) == 0:
-			blanks = true
+			i++
+		case len(bytes.TrimSpace(o[i])) == 0:
+			differ = true
+			i++
+		case len(at) < len(b) && len(bytes.TrimSpace(b[len(at)])) == 0:
+			at = append(at, -1)
+			differ = true
 		default:
 			return after
 		}
 	}
-	if len(at) != len(b) || !blanks || len(b)*len(a) > 4<<20 {
+	for len(at) < len(b) && len(bytes.TrimSpace(b[len(at)])) == 0 {
+		at = append(at, -1)
+		differ = true
+	}
+	if len(at) != len(b) || !differ || len(b)*len(a) > 4<<20 {
 		return after
 	}
 	var out bytes.Buffer
@@ -33,6 +44,9 @@ func overlay(orig, before, after []byte) []byte {
 	for _, e := range edits(b, a) {
 		switch e.op {
 		case keep, drop:
+			if at[e.i] < 0 {
+				continue // a blank line orig does not have
+			}
 			for ; pos < at[e.i]; pos++ {
 				out.Write(o[pos])
 			}

@@ -14,6 +14,8 @@ func TestOverlay(t *testing.T) {
 			"a: 1\nb: 2\n", "a: 1\nb: 2\n", "a: 1\nb: 3\n", "a: 1\nb: 3\n"},
 		{"other differences: kyaml's text",
 			"a:   1\n\nb: 2\n", "a: 1\nb: 2\n", "a: 1\nb: 3\n", "a: 1\nb: 3\n"},
+		{"a blank line kyaml adds after a head comment",
+			"# c\na: 1\n\nb: 2\n", "# c\n\na: 1\nb: 2\n", "# c\n\na: 1\nb: 3\n", "# c\na: 1\n\nb: 3\n"},
 		{"trailing blank lines",
 			"a: 1\n\n\n", "a: 1\n", "a: 1\nb: 2\n", "a: 1\nb: 2\n\n\n"},
 	} {

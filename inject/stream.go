@@ -72,17 +72,25 @@ func (s *Stream) Process(ctx context.Context, name string, in []byte) ([]byte, e
 			out.Write(d.body)
 			continue
 		}
-		style := yaml.SequenceIndentStyle(yaml.DeriveSeqIndentStyle(string(d.body)))
+		body := d.body
+		crlf := bytes.Contains(body, []byte("\r\n"))
+		if crlf { // written on Windows: kyaml writes "\n"
+			body = bytes.ReplaceAll(body, []byte("\r\n"), []byte("\n"))
+		}
+		style := yaml.SequenceIndentStyle(yaml.DeriveSeqIndentStyle(string(body)))
 		b, err := encode(node, style)
 		if err != nil {
 			return nil, fmt.Errorf("%s: document %d: %v", name, i+1, err)
 		}
 		// What kyaml drops (blank lines) is put back where it can be.
 		if before, err := encode(original, style); err == nil {
-			b = overlay(withNewline(d.body), before, b)
+			b = overlay(withNewline(body), before, b)
 		}
-		if !bytes.HasSuffix(d.body, []byte("\n")) {
+		if !bytes.HasSuffix(body, []byte("\n")) {
 			b = bytes.TrimSuffix(b, []byte("\n"))
+		}
+		if crlf {
+			b = bytes.ReplaceAll(b, []byte("\n"), []byte("\r\n"))
 		}
 		out.Write(b)
 	}

@@ -200,3 +200,21 @@ func TestDefaultImage(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamCRLF: a file written on Windows keeps its line ends, and comes
+// back as it was.
+func TestStreamCRLF(t *testing.T) {
+	in := strings.ReplaceAll("# crlf\napiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n\nspec:\n  containers:\n    - name: app\n      command: [/app]\n", "\n", "\r\n")
+	s := &Stream{}
+	out, err := s.Process(t.Context(), "crlf.yaml", []byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(string(out), "\n") != strings.Count(string(out), "\r\n") || !strings.Contains(string(out), "/meshgate/meshgate") {
+		t.Errorf("line ends not kept, or not injected:\n%q", out)
+	}
+	back, err := (&Stream{Uninject: true}).Process(t.Context(), "crlf.yaml", out)
+	if err != nil || string(back) != in {
+		t.Errorf("uninject: %v\n%q\nwant\n%q", err, back, in)
+	}
+}
