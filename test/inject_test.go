@@ -185,3 +185,36 @@ func TestPodInjectedJob(t *testing.T) {
 		t.Errorf("proxy container: exit %d\n%s", code, mp.proxy.Stderr())
 	}
 }
+
+// TestInjectBinaryExitCodes: the built meshgate-inject's exit codes, and
+// nothing on stdout unless it succeeded.
+func TestInjectBinaryExitCodes(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args  []string
+		stdin string
+		code  int
+		want  string // on stderr
+	}{
+		{[]string{"--help"}, "", 0, ""},
+		{[]string{"--bogus"}, "", 2, "meshgate-inject: unknown flag: --bogus"},
+		{nil, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  labels: a: b\n", 1, "meshgate-inject: <stdin>:5: mapping values are not allowed in this context"},
+		{nil, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n    - name: app\n      image: x\n", 1,
+			"meshgate-inject: <stdin>: document 1: Pod/p: container app sets no command"},
+		{[]string{"-q"}, "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n    - name: app\n      command: [/app]\n", 0, ""},
+	} {
+		cmd := exec.Command(bins.inject, tc.args...)
+		cmd.Stdin = strings.NewReader(tc.stdin)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		code := cmd.ProcessState.ExitCode()
+		if err != nil && code < 0 {
+			t.Fatal(err)
+		}
+		if code != tc.code || !strings.Contains(stderr.String(), tc.want) || (code != 0) != (stdout.Len() == 0) {
+			t.Errorf("%q: exit %d, stdout %d bytes, stderr %q; want exit %d, output only on success, and %q",
+				tc.args, code, stdout.Len(), stderr.String(), tc.code, tc.want)
+		}
+	}
+}
