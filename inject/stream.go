@@ -36,11 +36,12 @@ type Stream struct {
 // Process rewrites the content of one file. name is used in errors and
 // notes only. On error, the output is nil: never half a stream.
 func (s *Stream) Process(ctx context.Context, name string, in []byte) ([]byte, error) {
+	docs := splitDocuments(in)
 	trimmed := bytes.TrimSpace(in)
-	if len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') {
+	if len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') && (len(docs) == 1 || json.Valid(trimmed)) {
+		// JSON, and not a YAML stream that starts with a JSON document.
 		return s.processJSON(ctx, name, in)
 	}
-	docs := splitDocuments(in)
 	var out bytes.Buffer
 	for i, d := range docs {
 		node, err := decode(d.body)

@@ -218,3 +218,13 @@ func TestStreamCRLF(t *testing.T) {
 		t.Errorf("uninject: %v\n%q\nwant\n%q", err, back, in)
 	}
 }
+
+// TestStreamMixed: a YAML stream whose documents are JSON and YAML, as
+// kubectl takes it.
+func TestStreamMixed(t *testing.T) {
+	in := "{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {\"name\": \"s\"}}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n    - name: app\n      command: [/app]\n"
+	out, err := (&Stream{}).Process(t.Context(), "mixed.yaml", []byte(in))
+	if err != nil || !strings.HasPrefix(string(out), "{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {\"name\": \"s\"}}\n---\n") || !strings.Contains(string(out), "/meshgate/meshgate") {
+		t.Errorf("%v\n%s", err, out)
+	}
+}
