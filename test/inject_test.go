@@ -2,8 +2,16 @@ package test
 
 import (
 	"bytes"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"os/exec"
 	"path"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,21 +24,45 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
 	"github.com/meshgate/meshgate/test/pod"
 )
 
 // The plain Deployment and Job of examples/inject go through the built
-// meshgate-inject, and the pods it describes run under runc: the init
+// meshgate-inject (reading the Job's ENTRYPOINT from a registry), and the
+// pods it describes run under runc: the init
 // container it added (from the meshgate image), and the app container with
 // the command, args, mounts, user and read-only root it was given. The
 // mesh's proxy is the emulator, as the mesh would add it.
 
-// injectExamples runs meshgate-inject over the plain examples and returns
-// the injected Deployment and Job, decoded strictly.
+// injectExamples runs meshgate-inject --resolve over the plain examples
+// and returns the injected Deployment and Job, decoded strictly. The Job's
+// image is served by a registry on loopback that asks for basic auth,
+// with the credentials in a Docker config file: its ENTRYPOINT is
+// /app/server.
 func injectExamples(t *testing.T) (*appsv1.Deployment, *batchv1.Job) {
 	t.Helper()
-	cmd := exec.Command(bins.inject, "--entrypoint", `migrate=["/app/server"]`,
-		"../examples/inject/plain/deployment.yaml", "../examples/inject/plain/job.yaml")
+	job, err := os.ReadFile("../examples/inject/plain/job.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	image, dockerConfig := privateImage(t, []string{"/app/server"}, []string{"serve"})
+	if !bytes.Contains(job, []byte("image: example.com/app:1.0")) {
+		t.Fatal("examples/inject/plain/job.yaml: no image example.com/app:1.0 to replace")
+	}
+	jobFile := filepath.Join(t.TempDir(), "job.yaml")
+	if err := os.WriteFile(jobFile, bytes.Replace(job, []byte("example.com/app:1.0"), []byte(image), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bins.inject, "--resolve", "../examples/inject/plain/deployment.yaml", jobFile)
+	cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+dockerConfig)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -48,7 +80,47 @@ func injectExamples(t *testing.T) (*appsv1.Deployment, *batchv1.Job) {
 	if err := yaml.UnmarshalStrict([]byte(docs[1]), &j); err != nil {
 		t.Fatal(err)
 	}
+	if want := "image " + image + ` has ENTRYPOINT ["/app/server"] and CMD ["serve"]`; !strings.Contains(stderr.String(), want) {
+		t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+	}
 	return &d, &j
+}
+
+// privateImage serves an image with this ENTRYPOINT and CMD from
+// go-containerregistry's registry on a loopback port, behind basic auth,
+// and returns its reference and a Docker config directory that holds the
+// credentials, as docker login writes them.
+func privateImage(t *testing.T, entrypoint, cmd []string) (string, string) {
+	t.Helper()
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != "puller" || p != "s3cret" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+			http.Error(w, "credentials required", http.StatusUnauthorized)
+			return
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	img, err := mutate.ConfigFile(empty.Image, &v1.ConfigFile{OS: "linux", Architecture: "amd64",
+		Config: v1.Config{Entrypoint: entrypoint, Cmd: cmd}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.ParseReference(host + "/team/app:1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img, remote.WithAuth(&authn.Basic{Username: "puller", Password: "s3cret"})); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, host, base64.StdEncoding.EncodeToString([]byte("puller:s3cret")))
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return ref.String(), dir
 }
 
 // injectedPod starts the proxy emulator, then runs the pod spec's init
@@ -169,7 +241,7 @@ func TestPodInjectedJob(t *testing.T) {
 	}
 	r := mp.report(c.Name)
 	if want := []string{"/app/server", "migrate", "--to", "latest"}; r == nil || !slices.Equal(r.Argv, want) {
-		t.Fatalf("the task ran as %+v, want argv %q: the image's ENTRYPOINT and the manifest's args", r, want)
+		t.Fatalf("the task ran as %+v, want argv %q: the image's ENTRYPOINT (read from the registry) and the manifest's args", r, want)
 	}
 	if started := time.Unix(0, r.StartNano); started.Before(mp.readyAt()) {
 		t.Errorf("the task started at %v, before the proxy turned ready at %v", started, mp.readyAt())
