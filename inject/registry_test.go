@@ -226,6 +226,10 @@ func TestRegistryMultiPlatform(t *testing.T) {
 	check(differ, "linux/amd64", `["/app-amd64"]`)
 	check(differ, "linux/arm/v7", `["/app-armv7"]`)
 	check(differ, "linux/s390x", "no image for platform linux/s390x in the index (it has linux/amd64, linux/arm/v7)")
+	single := reg.push(t, "single:1", image(t, "linux/amd64", []string{"/one"}, nil))
+	check(single, "", `["/one"] []`)
+	check(single, "linux/amd64", `["/one"] []`)
+	check(single, "linux/arm64", "is for linux/amd64 only, not linux/arm64")
 
 	// Options.Platform reaches the registry through Template.
 	tmpl := yaml.MustParse("spec:\n  containers:\n    - name: app\n      image: " + differ + "\n")
