@@ -12,6 +12,9 @@ import (
 // about 90 times a second (readiness noticed about 5 ms late on average);
 // one that takes 20 ms to answer is asked about twice a second, so that it
 // spends 4% of its time on us.
+//
+// PaceWindow is how many recent answers the estimate of the proxy's cost
+// per answer is taken from (see Pacer).
 const (
 	DefaultRefused    = 10 * time.Millisecond
 	DefaultRefusedMax = 100 * time.Millisecond
@@ -19,6 +22,7 @@ const (
 	DefaultPollMax    = time.Second
 	DefaultShare      = 0.04
 	DefaultJitter     = 0.2
+	PaceWindow        = 5
 )
 
 // Pacer is the retry policy of a wait. It tells apart the two costs of
@@ -28,7 +32,22 @@ const (
 // attempt costs it the time it takes to answer, so the pause is that time
 // scaled to keep the proxy's share of work for us at Share, within
 // [Min, Max]. Pauses vary by ±Jitter so that pods started together drift
-// apart. A Pacer is a backoff.BackOff and learns through Observe; it is not
+// apart.
+//
+// The time an attempt takes is the proxy's work plus noise: on a busy node
+// the scheduler, a page fault or a collection in either process adds
+// milliseconds to a sub-millisecond answer, and never takes any away. So
+// the cost per answer is the lowest time among the last PaceWindow
+// answers, not the last one: a stray slow answer leaves the pause where it
+// was (scaling it by 24 would add a 100 ms gap, and readiness noticed that
+// much later), while a proxy that really slows down is followed once its
+// last PaceWindow answers all took longer. One answer alone is not
+// trusted with a long pause: the first answer after the start, or after
+// the port was shut, is followed by the Min pause, and the next one
+// confirms or corrects it. A proxy that takes 20 ms an answer from the
+// start so gets one extra attempt, then the full pause.
+//
+// A Pacer is a backoff.BackOff and learns through Observe; it is not
 // safe for concurrent use, and a wait makes its own.
 type Pacer struct {
 	Refused, RefusedMax time.Duration
@@ -39,6 +58,9 @@ type Pacer struct {
 	Rand func() float64
 
 	last    Observation
+	took    [PaceWindow]time.Duration // ring of the latest answers' times
+	answers int                       // answers in took, up to PaceWindow
+	next    int                       // where the next answer goes in took
 	refused *backoff.ExponentialBackOff
 }
 
@@ -50,10 +72,19 @@ func NewPacer() *Pacer {
 
 // Observe records the outcome of the attempt that NextBackOff will follow.
 func (p *Pacer) Observe(o Observation) {
-	if !o.Refused && p.refused != nil {
+	p.last = o
+	if o.Refused {
+		// Nothing listens: whatever answers next is a new proxy, or one
+		// starting again, whose cost is to be learnt afresh.
+		p.answers, p.next = 0, 0
+		return
+	}
+	if p.refused != nil {
 		p.refused.Reset() // the port opened; if it closes again, start fast
 	}
-	p.last = o
+	p.took[p.next] = o.Took
+	p.next = (p.next + 1) % PaceWindow
+	p.answers = min(p.answers+1, PaceWindow)
 }
 
 // NextBackOff returns the pause before the next attempt.
@@ -61,16 +92,30 @@ func (p *Pacer) NextBackOff() time.Duration {
 	if p.last.Refused {
 		return p.refusedBackOff().NextBackOff()
 	}
-	// The proxy worked Took for us; rest long enough that this is Share
-	// of the time: pause = Took × (1 − Share) / Share.
-	d := time.Duration(float64(p.last.Took) * (1 - p.Share) / p.Share)
+	// The proxy worked about cost for us; rest long enough that this is
+	// Share of the time: pause = cost × (1 − Share) / Share.
+	d := time.Duration(float64(p.cost()) * (1 - p.Share) / p.Share)
 	d = min(max(d, p.Min), p.Max)
 	return p.jitter(d)
+}
+
+// cost estimates the proxy's work per answer: the lowest of the latest
+// answers' times, and nothing until two answers agree that it is more.
+func (p *Pacer) cost() time.Duration {
+	if p.answers < 2 {
+		return 0
+	}
+	c := p.took[0]
+	for _, t := range p.took[1:p.answers] {
+		c = min(c, t)
+	}
+	return c
 }
 
 // Reset forgets what the pacer learnt.
 func (p *Pacer) Reset() {
 	p.last = Observation{}
+	p.answers, p.next = 0, 0
 	p.refused = nil
 }
 
