@@ -24,10 +24,12 @@ reproducible:
 	CGO_ENABLED=0 GOCACHE=$$b/cache $(GO) build $(GOFLAGS_BUILD) -o $$b/meshgate ./cmd/meshgate; \
 	sha256sum $$a/meshgate $$b/meshgate; cmp $$a/meshgate $$b/meshgate && echo "reproducible: identical"
 
-# Test helpers: the proxy emulator and the app behind the gate.
+# Test helpers: the proxy emulator, the app behind the gate, and the
+# reference gate the benchmark holds meshgate to.
 tools:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/emulator ./test/emulator
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/app ./test/app
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(BIN)/refgate ./test/refgate
 
 vet:
 	$(GO) vet ./...
@@ -49,11 +51,13 @@ demo: build tools
 		$(BIN)/app --port 8080; \
 	echo "== exit status $$? =="
 
-# Measures bin/meshgate against the proxy emulator and the classic curl
-# loop, and prints one markdown table. Timings are not tests: CI does not
-# run this. The baseline needs curl.
+# Measures bin/meshgate against reference gates (test/refgate) and the
+# classic curl loop in one run, idle and with every core busy, and prints
+# the figures and the goals as ratios to the references. Timings are not
+# tests: CI does not run this. The curl loop needs curl. BENCH_FLAGS passes
+# more flags (go run ./test/bench -h lists them).
 bench: build tools
-	$(GO) run ./test/bench --meshgate $(BIN)/meshgate --app $(BIN)/app
+	$(GO) run ./test/bench --meshgate $(BIN)/meshgate --app $(BIN)/app --refgate $(BIN)/refgate $(BENCH_FLAGS)
 
 # The image, built with the machine's builder: docker if its engine runs,
 # else buildah. The builder stage pulls BUILDER_IMAGE (golang:1.26).

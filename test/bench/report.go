@@ -14,40 +14,26 @@ import (
 	"unicode/utf8"
 )
 
-// report is the header, one table and the notes under it.
+// report is the header, the table of figures, the goals and the notes.
 type report struct {
-	header []string
-	rows   []row
-	notes  []string
-	failed bool // a measurement could not be made
+	header  []string
+	columns []string // the waiters
+	rows    []row
+	goals   []goal
+	notes   []string
+	failed  bool // a measurement could not be made
 }
 
-// row is one figure for meshgate and, where there is one, the baseline.
+// row is one measure, with a figure for each waiter.
 type row struct {
-	what, gate, baseline, target, ok string
+	what string
+	vals []string
 }
 
-// withTarget is a row whose meshgate figure is held to a target.
-func withTarget(what string, vals []string, target string, met bool) row {
-	r := plain(what, vals)
-	r.target, r.ok = target, "✗"
-	if met {
-		r.ok = "✓"
-	}
-	return r
-}
-
-// plain is a row without a target. vals holds meshgate's figure, then the
-// baseline's if it was measured.
-func plain(what string, vals []string) row {
-	return row{what: what, gate: at(vals, 0), baseline: at(vals, 1)}
-}
-
-func at(vals []string, i int) string {
-	if i < len(vals) {
-		return vals[i]
-	}
-	return "—"
+// goal is meshgate's figure held to a bound drawn from the same run.
+type goal struct {
+	what, value, bound string
+	met                bool
 }
 
 func (r *report) write(w io.Writer) {
@@ -57,11 +43,23 @@ func (r *report) write(w io.Writer) {
 		fmt.Fprintf(w, "- %s\n", h)
 	}
 	fmt.Fprintln(w)
-	cells := [][]string{{"measure", "meshgate", "baseline: curl loop", "target", "met"}}
+	cells := [][]string{append([]string{"measure"}, r.columns...)}
 	for _, row := range r.rows {
-		cells = append(cells, []string{row.what, row.gate, row.baseline, row.target, row.ok})
+		cells = append(cells, append([]string{row.what}, row.vals...))
 	}
 	writeTable(w, cells)
+	if len(r.goals) > 0 {
+		fmt.Fprintln(w)
+		cells = [][]string{{"goal (meshgate)", "measured", "bound", "met"}}
+		for _, g := range r.goals {
+			ok := "✗"
+			if g.met {
+				ok = "✓"
+			}
+			cells = append(cells, []string{g.what, g.value, g.bound, ok})
+		}
+		writeTable(w, cells)
+	}
 	if len(r.notes) > 0 {
 		fmt.Fprintln(w)
 		for _, n := range r.notes {
@@ -114,19 +112,37 @@ func (b *bench) machine(ctx context.Context) []string {
 	if info, err := buildinfo.ReadFile(b.cfg.meshgate); err == nil {
 		version += ", built with " + info.GoVersion
 	}
-	baseline := "baseline: none, curl not found"
+	curlLoop := "curl loop: none, curl not found"
 	if b.curl != "" {
 		curl := strings.Fields(firstLine(ctx, b.curl, "--version")) // "curl 7.88.1 (x86_64-pc-linux-gnu) ..."
-		baseline = "baseline: `sh -c 'until curl -fs URL >/dev/null; do sleep 1; done; exec APP'`, " +
+		curlLoop = "curl loop: `sh -c 'until curl -fs URL >/dev/null; do sleep 1; done; exec APP'`, " +
 			strings.Join(curl[:min(2, len(curl))], " ")
 	}
-	return []string{
+	h := []string{
+		"date: " + time.Now().UTC().Format("2006-01-02 15:04 MST"),
 		fmt.Sprintf("machine: %s, %d cores, Linux %s; benchmark built with %s", cpuModel, runtime.NumCPU(), kernel, runtime.Version()),
-		fmt.Sprintf("meshgate: %s (%s)", version, b.cfg.meshgate),
-		baseline,
-		fmt.Sprintf("the proxy is emulated in the benchmark's process, on a fresh 127.0.0.1 port per trial; trials run one at a time; seed %d", b.cfg.seed),
-		"notice and already-ready times end at the command's first reading of its clock, so they include its own start-up (see direct exec)",
+		"load average at the start: " + loadavg(),
+		fmt.Sprintf("meshgate: %s (%s), defaults", version, b.cfg.meshgate),
+		"reference gates (test/refgate): a Go loop with a keep-alive net/http client, pausing 0, 10 or 50 ms between attempts, then execve",
+		curlLoop,
 	}
+	for _, x := range b.cfg.also {
+		h = append(h, fmt.Sprintf("%s: %s, with meshgate's flags", x.name, x.path))
+	}
+	return append(h,
+		fmt.Sprintf("the proxy is emulated in the benchmark's process, on a fresh 127.0.0.1 port per trial; trials run one at a time, gates interleaved; seed %d", b.cfg.seed),
+		"notice and already-ready times end at the app's first reading of its clock; busy: every core kept busy by a yes(1) each",
+	)
+}
+
+// loadavg is the machine's load average over 1, 5 and 15 minutes.
+func loadavg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(data))
+	return strings.Join(f[:min(3, len(f))], " ")
 }
 
 // firstLine is the first line a program prints, or why there is none.
@@ -165,6 +181,8 @@ func each[T any](xs []T, f func(T) string) []string {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
+
+func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond)) }
 
 func mib(bytes int64) string { return fmt.Sprintf("%.1f MiB", float64(bytes)/(1<<20)) }
 

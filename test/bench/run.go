@@ -14,55 +14,66 @@ import (
 )
 
 // measurements are the names --only takes, in the order they run.
-func measurements() []string { return []string{"notice", "overhead", "load", "cost"} }
+func measurements() []string { return []string{"notice", "busy", "overhead", "load", "cost"} }
 
 // config is what the command line says.
 type config struct {
-	meshgate, app string
-	only          map[string]bool
-	seed          uint64
+	meshgate, app, refgate string
+	also                   []extra // more gates to measure, such as another meshgate build
+	only                   map[string]bool
+	seed                   uint64
 
 	noticeTrials      int
+	busyTrials        int
 	noticeClosedMax   time.Duration
 	noticeNotReadyMin time.Duration
 	noticeNotReadyMax time.Duration
 
 	overheadRuns int
 
-	loadCosts    []time.Duration
 	loadTrials   int
-	loadClosed   time.Duration
+	loadCost     time.Duration
 	loadNotReady time.Duration
 
-	costClosed  time.Duration
-	costWait    time.Duration
-	startupRuns int
+	costWarmUp time.Duration
+	costWait   time.Duration
 }
+
+// extra is a gate given with --also: a binary that takes meshgate's flags.
+type extra struct{ name, path string }
 
 func parse(args []string, stderr io.Writer) (config, error) {
 	var cfg config
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: go run ./test/bench --meshgate bin/meshgate --app bin/app [flags]")
+		fmt.Fprintln(stderr, "usage: go run ./test/bench --meshgate bin/meshgate --app bin/app --refgate bin/refgate [flags]")
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&cfg.meshgate, "meshgate", "bin/meshgate", "the meshgate binary to measure")
 	fs.StringVar(&cfg.app, "app", "bin/app", "the app to start behind it (test/app)")
+	fs.StringVar(&cfg.refgate, "refgate", "bin/refgate", "the reference gate (test/refgate), run with no pause, 10 ms and 50 ms")
+	fs.Func("also", "NAME=PATH: another gate that takes meshgate's flags, measured beside it (repeatable)", func(s string) error {
+		name, path, ok := strings.Cut(s, "=")
+		if !ok || name == "" || path == "" {
+			return errors.New("want NAME=PATH")
+		}
+		cfg.also = append(cfg.also, extra{name, path})
+		return nil
+	})
 	only := fs.String("only", strings.Join(measurements(), ","), "measurements to make, comma-separated")
 	fs.Uint64Var(&cfg.seed, "seed", 1, "seed of the notice trials' random phases, for repeatable runs")
-	fs.IntVar(&cfg.noticeTrials, "notice-trials", 20, "notice: trials per waiter (p99 means little below 20)")
-	fs.DurationVar(&cfg.noticeClosedMax, "notice-closed-max", 500*time.Millisecond, "notice: the port is closed for U(0, this)")
-	fs.DurationVar(&cfg.noticeNotReadyMin, "notice-503-min", time.Second, "notice: then answers 503 for U(this, --notice-503-max)")
-	fs.DurationVar(&cfg.noticeNotReadyMax, "notice-503-max", 3*time.Second, "notice: see --notice-503-min")
-	fs.IntVar(&cfg.overheadRuns, "overhead-runs", 50, "overhead: runs behind meshgate and runs of direct exec, each")
-	costs := fs.String("load-costs", "0ms,20ms", "load: the proxy's work per readiness request, one set of trials for each")
-	fs.IntVar(&cfg.loadTrials, "load-trials", 3, "load: trials per cost and waiter")
-	fs.DurationVar(&cfg.loadClosed, "load-closed", 500*time.Millisecond, "load: the port is closed for this long")
-	fs.DurationVar(&cfg.loadNotReady, "load-503", 4*time.Second, "load: then answers 503 for this long")
-	fs.DurationVar(&cfg.costClosed, "cost-closed", time.Second, "cost: the port is closed for this long")
-	fs.DurationVar(&cfg.costWait, "cost-wait", 5*time.Second, "cost: then answers 503 for this long")
-	fs.IntVar(&cfg.startupRuns, "startup-runs", 5, "cost: runs against a ready proxy, whose median CPU is the start-up cost")
+	fs.IntVar(&cfg.noticeTrials, "notice-trials", 25, "notice: trials per gate on an idle machine")
+	fs.IntVar(&cfg.busyTrials, "busy-trials", 15, "busy: notice trials per gate with every core kept busy by yes(1)")
+	fs.DurationVar(&cfg.noticeClosedMax, "notice-closed-max", 300*time.Millisecond, "notice: the port is closed for U[0, this)")
+	fs.DurationVar(&cfg.noticeNotReadyMin, "notice-503-min", 500*time.Millisecond, "notice: then answers 503 for U[this, --notice-503-max)")
+	fs.DurationVar(&cfg.noticeNotReadyMax, "notice-503-max", 1500*time.Millisecond, "notice: see --notice-503-min")
+	fs.IntVar(&cfg.overheadRuns, "overhead-runs", 40, "overhead: interleaved runs of each gate and of direct exec, proxy ready at once")
+	fs.IntVar(&cfg.loadTrials, "load-trials", 2, "load: trials per gate")
+	fs.DurationVar(&cfg.loadCost, "load-cost", 20*time.Millisecond, "load: the proxy's work per readiness answer")
+	fs.DurationVar(&cfg.loadNotReady, "load-503", 5*time.Second, "load: the proxy answers 503 for this long")
+	fs.DurationVar(&cfg.costWarmUp, "cost-warm-up", time.Second, "cost: waiting time left out of CPU figures (start-up)")
+	fs.DurationVar(&cfg.costWait, "cost-wait", 10*time.Second, "cost: waiting time on a proxy that answers 503, after which VmHWM is read")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -73,16 +84,13 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	if cfg.only, err = parseOnly(*only); err != nil {
 		return cfg, err
 	}
-	if cfg.loadCosts, err = parseCosts(*costs); err != nil {
-		return cfg, err
-	}
 	switch {
-	case cfg.noticeTrials < 1 || cfg.overheadRuns < 1 || cfg.loadTrials < 1 || cfg.startupRuns < 1:
+	case cfg.noticeTrials < 1 || cfg.busyTrials < 1 || cfg.overheadRuns < 1 || cfg.loadTrials < 1:
 		return cfg, errors.New("trial and run counts must be at least 1")
 	case cfg.noticeClosedMax < 0 || cfg.noticeNotReadyMin <= 0 || cfg.noticeNotReadyMax < cfg.noticeNotReadyMin:
 		return cfg, errors.New("notice phases: want --notice-closed-max ≥ 0 and 0 < --notice-503-min ≤ --notice-503-max")
-	case cfg.loadClosed <= 0 || cfg.loadNotReady <= 0 || cfg.costClosed <= 0 || cfg.costWait <= 0:
-		return cfg, errors.New("load and cost phases must be positive")
+	case cfg.loadCost <= 0 || cfg.loadNotReady <= 0 || cfg.costWarmUp <= 0 || cfg.costWait <= cfg.costWarmUp:
+		return cfg, errors.New("load and cost durations must be positive, and --cost-wait longer than --cost-warm-up")
 	}
 	return cfg, nil
 }
@@ -101,18 +109,6 @@ func parseOnly(list string) (map[string]bool, error) {
 		only[name] = true
 	}
 	return only, nil
-}
-
-func parseCosts(list string) ([]time.Duration, error) {
-	var costs []time.Duration
-	for _, s := range strings.Split(list, ",") {
-		d, err := time.ParseDuration(strings.TrimSpace(s))
-		if err != nil || d < 0 {
-			return nil, fmt.Errorf("--load-costs: bad cost %q", s)
-		}
-		costs = append(costs, d)
-	}
-	return costs, nil
 }
 
 // run is the benchmark from the command line to the exit code.
@@ -146,12 +142,16 @@ func newBench(cfg config, environ []string, stderr io.Writer) (*bench, error) {
 	var err error
 	// Absolute, so that the shell loop and meshgate find them whatever
 	// their working directory.
-	for _, p := range []*string{&cfg.meshgate, &cfg.app} {
+	paths := []*string{&cfg.meshgate, &cfg.app, &cfg.refgate}
+	for i := range cfg.also {
+		paths = append(paths, &cfg.also[i].path)
+	}
+	for _, p := range paths {
 		if *p, err = filepath.Abs(*p); err != nil {
 			return nil, err
 		}
 		if _, err := os.Stat(*p); err != nil {
-			return nil, fmt.Errorf("%w (make build tools builds bin/meshgate and bin/app)", err)
+			return nil, fmt.Errorf("%w (make build tools builds bin/meshgate, bin/app and bin/refgate)", err)
 		}
 	}
 	b := &bench{cfg: cfg, env: childEnv(environ), log: stderr, ports: newPorts()}

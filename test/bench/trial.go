@@ -49,102 +49,80 @@ func (b *bench) progress(format string, args ...any) {
 	fmt.Fprintf(b.log, "bench: "+format+"\n", args...)
 }
 
-// waiter is what holds the app back: meshgate, or the shell loop.
+// waiter is a gate that holds the app back: meshgate, a reference gate,
+// or the shell loop.
 type waiter struct {
 	name string
-	// wrap waits for url, then runs the app in its place, logging little.
+	// wrap waits for url, then runs the app in its place.
 	wrap func(url string) []string
-	// wait waits for url, then exits 0, as configured in production.
+	// wait waits for url, then exits 0.
 	wait func(url string) []string
-	// watch is wrap telling on stderr what each attempt met.
-	watch func(url string) []string
-	// refused counts the attempts in watch's output that found the port
-	// closed between from and to.
-	refused func(lines []line, from, to time.Time) int
+	// own is set when the waiter's PID is the gate itself, whose VmHWM
+	// tells its memory (for the shell loop it is sh's).
+	own bool
 }
 
-// waiters are meshgate, then the baseline if curl is installed.
+// The waiters' names, as the goals refer to them.
+const (
+	nameGate    = "meshgate"
+	nameNoPause = "no-pause loop"
+	name10      = "fixed 10 ms loop"
+	name50      = "fixed 50 ms loop"
+	nameCurl    = "curl loop"
+)
+
+// waiters are meshgate, the reference gates, the curl loop if curl is
+// installed, and the gates given with --also.
 func (b *bench) waiters() []waiter {
-	gate := func(mode, level string) func(string) []string {
-		return func(url string) []string {
-			argv := []string{b.cfg.meshgate}
-			if mode == "wait" {
-				argv = append(argv, "wait")
+	gate := func(bin, name string) waiter {
+		argv := func(mode string) func(string) []string {
+			return func(url string) []string {
+				argv := []string{bin}
+				if mode == "wait" {
+					argv = append(argv, "wait")
+				}
+				// --timeout 0: the benchmark bounds each trial itself.
+				// Info: its "exec" line times the execve.
+				argv = append(argv, "--probe", url, "--timeout", "0", "--log-level", "info")
+				if mode == "wrap" {
+					argv = append(argv, "--", b.cfg.app)
+				}
+				return argv
 			}
-			// --timeout 0: the benchmark bounds each trial itself.
-			argv = append(argv, "--probe", url, "--timeout", "0", "--log-level", level)
-			if mode == "wrap" {
-				argv = append(argv, "--", b.cfg.app)
-			}
-			return argv
 		}
+		return waiter{name: name, wrap: argv("wrap"), wait: argv("wait"), own: true}
 	}
-	// Wrapped at info: its "exec" line times the execve.
-	ws := []waiter{{name: "meshgate", wrap: gate("wrap", "info"), wait: gate("wait", "info"),
-		watch: gate("wrap", "debug"), refused: gateRefused}}
+	ref := func(pause time.Duration, name string) waiter {
+		argv := func(wrap bool) func(string) []string {
+			return func(url string) []string {
+				argv := []string{b.cfg.refgate, "--url", url, "--pause", pause.String()}
+				if wrap {
+					argv = append(argv, "--", b.cfg.app)
+				}
+				return argv
+			}
+		}
+		return waiter{name: name, wrap: argv(true), wait: argv(false), own: true}
+	}
+	ws := []waiter{gate(b.cfg.meshgate, nameGate), ref(0, nameNoPause), ref(10*time.Millisecond, name10), ref(50*time.Millisecond, name50)}
 	if b.curl != "" {
-		ws = append(ws, waiter{name: "curl loop", wrap: b.loop(false, true), wait: b.loop(false, false),
-			watch: b.loop(true, true), refused: loopRefused})
+		ws = append(ws, waiter{name: nameCurl, wrap: b.loop(true), wait: b.loop(false)})
+	}
+	for _, x := range b.cfg.also {
+		ws = append(ws, gate(x.path, x.name))
 	}
 	return ws
 }
 
-// loop is the classic shell loop. Counted, it prints curl's exit status
-// after each failed try; the app, passed as $0, needs no quoting.
-func (b *bench) loop(counted, wrap bool) func(string) []string {
+// loop is the classic shell loop; the app, passed as $0, needs no quoting.
+func (b *bench) loop(wrap bool) func(string) []string {
 	return func(url string) []string {
-		body := "sleep 1"
-		if counted {
-			body = `echo "curl $?" >&2; sleep 1`
-		}
-		script := fmt.Sprintf("until curl -fs '%s' >/dev/null; do %s; done", url, body)
+		script := fmt.Sprintf("until curl -fs '%s' >/dev/null; do sleep 1; done", url)
 		if !wrap {
 			return []string{"sh", "-c", script}
 		}
 		return []string{"sh", "-c", script + `; exec "$0"`, b.cfg.app}
 	}
-}
-
-// zapTime is the layout of the "ts" field of meshgate's JSON log.
-const zapTime = "2006-01-02T15:04:05.000Z0700"
-
-// gateRefused counts meshgate's "proxy not ready" debug lines whose error is
-// a refused connection and whose ts falls between from and to. ts is cut to
-// the millisecond, hence the slack.
-func gateRefused(lines []line, from, to time.Time) int {
-	n := 0
-	for _, l := range lines {
-		var rec struct {
-			Msg   string `json:"msg"`
-			TS    string `json:"ts"`
-			Error string `json:"error"`
-		}
-		if json.Unmarshal([]byte(l.text), &rec) != nil || rec.Msg != "proxy not ready" ||
-			!strings.Contains(rec.Error, "connection refused") {
-			continue
-		}
-		at, err := time.Parse(zapTime, rec.TS)
-		if err != nil {
-			at = l.at // a format we do not know: the time the line arrived is near enough
-		}
-		if !at.Before(from.Truncate(time.Millisecond)) && at.Before(to.Add(time.Millisecond)) {
-			n++
-		}
-	}
-	return n
-}
-
-// loopRefused counts the loop's "curl 7" lines (7: could not connect) that
-// arrived between from and a little after to: each is printed once the
-// refused try has ended.
-func loopRefused(lines []line, from, to time.Time) int {
-	n := 0
-	for _, l := range lines {
-		if l.text == "curl 7" && !l.at.Before(from) && l.at.Before(to.Add(50*time.Millisecond)) {
-			n++
-		}
-	}
-	return n
 }
 
 // command prepares argv in a process group of its own, so that ending it
@@ -164,9 +142,6 @@ type phaseRun struct {
 	cost   time.Duration
 	argv   func(url string) []string
 	env    []string
-	// detach starts the waiter from a small process, for a true peak
-	// RSS; see startDetached.
-	detach bool
 }
 
 // mark is the emulator's state and counters as a phase began.
@@ -234,12 +209,8 @@ func (b *bench) runPhases(ctx context.Context, pr phaseRun) (phaseResult, error)
 	}
 
 	argv := pr.argv("http://" + addr + readyPath)
-	start := b.start
-	if pr.detach {
-		start = b.startDetached
-	}
 	res.launched = time.Now()
-	c, err := start(ctx, argv, pr.env)
+	c, err := b.start(ctx, argv, pr.env)
 	if err != nil {
 		stopEmu()
 		<-ran
@@ -297,74 +268,6 @@ func (b *bench) start(ctx context.Context, argv, env []string) (*child, error) {
 		return err
 	}
 	return c, nil
-}
-
-// startDetached starts argv as the child of a short-lived sh instead of
-// ours. Linux counts in a process's peak RSS the peak of the memory it was
-// started from, and os/exec starts children from within ours (vfork): every
-// figure would be at least the benchmark's own peak, while sh is small. sh
-// prints the child's PID and exits; the child, handed to us as the
-// subreaper, is waited for with wait4, which gives its resource usage. Its
-// stderr goes to a file, as nothing of ours may wait for the end of a pipe
-// it holds.
-func (b *bench) startDetached(ctx context.Context, argv, env []string) (*child, error) {
-	if err := setSubreaper(); err != nil {
-		return nil, err
-	}
-	stderr, err := os.CreateTemp(b.dir, "stderr-")
-	if err != nil {
-		return nil, err
-	}
-	defer stderr.Close() // the child has its own copy
-	sh := b.command(ctx, append([]string{"sh", "-c", `"$@" >/dev/null & echo $!`, "sh"}, argv...), env)
-	sh.Stderr = stderr
-	out, err := sh.Output()
-	if err != nil {
-		return nil, fmt.Errorf("sh: %w", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
-	if err != nil {
-		return nil, fmt.Errorf("sh printed %q, not a PID", out)
-	}
-	// The child stays in sh's process group, which outlives sh.
-	stop := context.AfterFunc(ctx, func() { _ = syscall.Kill(-sh.Process.Pid, syscall.SIGKILL) })
-	c := &child{}
-	c.wait = func() error {
-		defer stop()
-		var ws syscall.WaitStatus
-		var ru syscall.Rusage
-		for {
-			_, err := syscall.Wait4(pid, &ws, 0, &ru)
-			if err == syscall.EINTR {
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("wait4 %d: %w", pid, err)
-			}
-			break
-		}
-		c.usage = &ru
-		if data, err := os.ReadFile(stderr.Name()); err == nil {
-			_, _ = c.out.Write(data)
-		}
-		switch {
-		case ws.Signaled():
-			return fmt.Errorf("killed by %v", ws.Signal())
-		case ws.ExitStatus() != 0:
-			return fmt.Errorf("exit status %d", ws.ExitStatus())
-		}
-		return nil
-	}
-	return c, nil
-}
-
-// setSubreaper makes us the parent of the orphans of our descendants.
-func setSubreaper() error {
-	const prSetChildSubreaper = 36 // linux/prctl.h; not in package syscall
-	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0); errno != 0 {
-		return fmt.Errorf("prctl(PR_SET_CHILD_SUBREAPER): %w", errno)
-	}
-	return nil
 }
 
 // appStart runs the app behind pr's waiter and returns when the app started,
