@@ -57,7 +57,9 @@ func (b *bench) measure(ctx context.Context) *report {
 		name string
 		run  func(context.Context, *figures) ([]row, error)
 	}{
-		{"notice", func(ctx context.Context, f *figures) ([]row, error) { return b.notice(ctx, f, "idle", b.cfg.noticeTrials) }},
+		{"notice", func(ctx context.Context, f *figures) ([]row, error) {
+			return b.notice(ctx, f, "idle", b.cfg.noticeTrials)
+		}},
 		{"busy", b.busy},
 		{"overhead", b.overhead},
 		{"load", b.load},
