@@ -34,8 +34,14 @@ func FuzzParse(f *testing.F) {
 		}
 		switch p := p.(type) {
 		case *HTTP:
-			checkPort(t, spec, p.port)
-			checkRequest(t, spec, p.request)
+			if port := p.req.URL.Port(); port != "" {
+				checkPort(t, spec, port)
+			}
+			var request bytes.Buffer
+			if err := p.req.Write(&request); err != nil {
+				t.Fatalf("Parse(%q) makes a request that cannot be written: %v", spec, err)
+			}
+			checkRequest(t, spec, request.Bytes())
 			if _, err := ParseHTTPURL(spec); err != nil {
 				t.Errorf("ParseHTTPURL(%q) = %v, want it to take what Parse takes", spec, err)
 			}

@@ -51,6 +51,9 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer, 
 		return gate.ExitOK
 	}
 	log := newLogger(cfg, stderr)
+	// net/http reports a few oddities of a server (an answer nobody asked
+	// for) through the standard logger: they belong in our log.
+	defer zap.RedirectStdLog(log)()
 	for _, name := range cfg.unknownEnv {
 		log.Warn("ignoring unknown variable", zap.String("variable", name))
 	}
