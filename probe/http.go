@@ -12,6 +12,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode"
@@ -48,6 +49,8 @@ type HTTP struct {
 	req     *http.Request
 	trace   *httptrace.ClientTrace // counts interim answers
 	interim atomic.Int32           // interim answers to this attempt
+	snippet [bodySnippet]byte      // the start of the body, for the error
+	ctx     context.Context        // the attempt's, while it runs
 }
 
 // errInterim ends an attempt answered by too many interim answers.
@@ -63,13 +66,22 @@ func newHTTP(spec string, u *url.URL, opts Options) *HTTP {
 	req.Header.Set("User-Agent", agent)
 	req.Header.Set("Accept", "*/*")
 	h := &HTTP{spec: spec, client: Client(u, opts), req: req}
-	// net/http skips any number of them, within a bound on their bytes.
-	h.trace = &httptrace.ClientTrace{Got1xxResponse: func(int, textproto.MIMEHeader) error {
-		if h.interim.Add(1) > maxInterim {
-			return errInterim
-		}
-		return nil
-	}}
+	h.trace = &httptrace.ClientTrace{
+		// net/http skips any number of them, within a bound on their
+		// bytes.
+		Got1xxResponse: func(int, textproto.MIMEHeader) error {
+			if h.interim.Add(1) > maxInterim {
+				return errInterim
+			}
+			return nil
+		},
+		// Called in Check's goroutine before the request is written.
+		GotConn: func(info httptrace.GotConnInfo) {
+			if kc, ok := info.Conn.(*keptConn); ok && info.Reused {
+				kc.awaitIdle(h.ctx)
+			}
+		},
+	}
 	return h
 }
 
@@ -77,6 +89,8 @@ func newHTTP(spec string, u *url.URL, opts Options) *HTTP {
 // safe for concurrent use: a gate makes one attempt of a probe at a time.
 func (h *HTTP) Check(ctx context.Context) error {
 	h.interim.Store(0)
+	h.ctx = ctx
+	defer func() { h.ctx = nil }()
 	resp, err := h.client.Do(h.req.WithContext(httptrace.WithClientTrace(ctx, h.trace)))
 	if err != nil {
 		return cause(ctx, err)
@@ -87,8 +101,11 @@ func (h *HTTP) Check(ctx context.Context) error {
 		resp.Body.Close()
 		return &NotReadyError{Status: resp.Status}
 	}
-	head, err := io.ReadAll(io.LimitReader(resp.Body, bodySnippet))
-	if err == nil {
+	n, err := io.ReadFull(resp.Body, h.snippet[:])
+	head := h.snippet[:n]
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		err = nil // a body shorter than the snippet, read whole
+	} else if err == nil {
 		// Drain what is left, within bounds, so that the connection can
 		// be kept; past them, closing the body drops it.
 		_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, bodyDrain))
@@ -154,7 +171,11 @@ func Client(u *url.URL, opts Options) *http.Client {
 		// The URL's host stays as written (for Host and SNI); only the
 		// dial goes to the loopback addresses when it is localhost.
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return dial(ctx, d, host, port)
+			c, err := dial(ctx, d, host, port)
+			if err != nil {
+				return nil, err
+			}
+			return &keptConn{Conn: c}, nil
 		},
 		DisableCompression:     true,
 		MaxIdleConns:           1,
@@ -179,7 +200,7 @@ func Client(u *url.URL, opts Options) *http.Client {
 				c.Close()
 				return nil, err
 			}
-			return tc, nil
+			return &keptConn{Conn: tc}, nil
 		}
 	}
 	return &http.Client{
@@ -187,6 +208,67 @@ func Client(u *url.URL, opts Options) *http.Client {
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		},
+	}
+}
+
+// keptConn is a connection of a probe's Transport that tells when the
+// Transport reads from it. Between requests the Transport looks at what
+// is left over from the last answer: nothing, and it waits for more;
+// bytes nobody asked for (a server that answered twice), and it drops the
+// connection. It hands the connection to the next request without waiting
+// for that look, which may then take the leftover answer for its own:
+// awaitIdle makes the next request wait until the Transport is reading
+// with nothing left over, or has closed the connection (and then the
+// request is sent on a new one).
+type keptConn struct {
+	net.Conn
+	mu     sync.Mutex
+	reads  int           // Reads in progress
+	closed bool          // Close was called
+	wake   chan struct{} // closed when reads or closed change, if someone waits
+}
+
+func (c *keptConn) Read(p []byte) (int, error) {
+	c.change(func() { c.reads++ })
+	n, err := c.Conn.Read(p)
+	c.change(func() { c.reads-- })
+	return n, err
+}
+
+func (c *keptConn) Close() error {
+	c.change(func() { c.closed = true })
+	return c.Conn.Close()
+}
+
+func (c *keptConn) change(f func()) {
+	c.mu.Lock()
+	f()
+	if c.wake != nil {
+		close(c.wake)
+		c.wake = nil
+	}
+	c.mu.Unlock()
+}
+
+// awaitIdle returns once the Transport reads from the connection or has
+// closed it, or when ctx ends.
+func (c *keptConn) awaitIdle(ctx context.Context) {
+	for {
+		c.mu.Lock()
+		if c.reads > 0 || c.closed {
+			c.mu.Unlock()
+			return
+		}
+		if c.wake == nil {
+			c.wake = make(chan struct{})
+		}
+		wake := c.wake
+		c.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
