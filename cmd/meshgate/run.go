@@ -233,6 +233,8 @@ func newLogger(cfg config, stderr io.Writer) *zap.Logger {
 		ec.EncodeDuration = zapcore.StringDurationEncoder
 		enc = zapcore.NewJSONEncoder(ec)
 	}
-	core := zapcore.NewCore(enc, zapcore.AddSync(stderr), level)
+	// Each line goes to stderr in one write, so there is nothing to flush;
+	// syncing a file there would fsync it before the command starts.
+	core := zapcore.NewCore(enc, zapcore.AddSync(struct{ io.Writer }{stderr}), level)
 	return zap.New(core).Named("meshgate")
 }
