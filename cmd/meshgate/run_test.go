@@ -67,7 +67,7 @@ func TestParse(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			want := config{timeout: 2 * time.Minute, attemptTimeout: time.Second, pollRefused: 10 * time.Millisecond,
-				pollRefusedMax: 100 * time.Millisecond, pollMin: 10 * time.Millisecond, pollMax: time.Second,
+				pollRefusedMax: 100 * time.Millisecond, pollMin: 8 * time.Millisecond, pollMax: time.Second,
 				pollShare: 0.04, pollJitter: 0.2, onTimeout: "fail", logFormat: "json", logLevel: "info", command: []string{"/app"},
 				quitOn: "always", quitTimeout: 10 * time.Second, forward: []syscall.Signal{syscall.SIGTERM, syscall.SIGINT,
 					syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH}}
