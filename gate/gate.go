@@ -115,8 +115,7 @@ func (e *TimeoutError) Is(target error) bool { return target == ErrNotReady }
 // Wait returns nil once every probe is ready. Otherwise it returns an
 // *ExitError: code 69 with a *TimeoutError when the timeout passes, 128+N
 // with a *SignalError when signal N arrives. The first attempt is made at
-// once, before anything is logged, so a proxy that is already ready costs
-// no pause and no more than the one "proxy ready" line.
+// once, so a proxy that is already ready costs no pause at all.
 func (g *Gate) Wait(ctx context.Context) error {
 	log := g.log()
 	start := g.now()
@@ -143,6 +142,10 @@ func (g *Gate) Wait(ctx context.Context) error {
 	last := make([]error, len(pending))
 	lastProgress := start
 	attempts := 0
+	// Said before the first attempt, which may hang until its timeout:
+	// the log must tell what is being waited for from the start.
+	log.Info("waiting for proxy", zap.Strings("probes", specs(pending)),
+		zap.Duration("timeout", g.Timeout), zap.Duration("attempt_timeout", g.attemptTimeout()))
 	for {
 		attempts++
 		began := g.now()
@@ -162,12 +165,6 @@ func (g *Gate) Wait(ctx context.Context) error {
 			}
 			log.Info("proxy ready", zap.Int("attempts", attempts), zap.Duration("elapsed", g.now().Sub(start)))
 			return nil
-		}
-		if attempts == 1 {
-			// Said once the first attempt has failed: a proxy that is
-			// already ready costs no line before the command starts.
-			log.Info("waiting for proxy", zap.Strings("probes", specs(g.Probes)),
-				zap.Duration("timeout", g.Timeout), zap.Duration("attempt_timeout", g.attemptTimeout()))
 		}
 		pause := policy.NextBackOff()
 		if pause == backoff.Stop {
