@@ -30,13 +30,9 @@ func (g *Gate) Exec(argv, env []string) error {
 	if err != nil {
 		return err
 	}
-	// A signal that came while we were getting ready still counts: the
-	// command must not start after the pod was asked to stop.
-	select {
-	case s := <-g.Signals:
-		return signalExit(s)
-	default:
-	}
+	// The log line goes first, however long stderr takes to take it: a
+	// signal that arrives meanwhile is caught into Signals, and the last
+	// look below finds it. Nothing that can block comes after that look.
 	log := g.log()
 	log.Info("exec", zap.String("path", path), zap.Strings("argv", argv))
 	_ = log.Sync() // deferred calls do not run after exec; EINVAL on pipes is fine
@@ -44,17 +40,58 @@ func (g *Gate) Exec(argv, env []string) error {
 	if execve == nil {
 		execve = execClean
 	}
-	if err := execve(path, argv, env); err != nil {
+	release := g.Release
+	if release == nil {
+		release = func() {}
+	}
+	if err := execve(path, argv, env, func() error { return g.lastLook(release) }); err != nil {
+		var ee *ExitError
+		if errors.As(err, &ee) {
+			return err // a signal came: the command does not start
+		}
 		return execError(path, err)
 	}
 	return nil
+}
+
+// lastLook hands the stop signals back to their default action and then
+// takes any signal caught before that: a stop signal means the command
+// must not start; others are dropped, as during the wait.
+//
+// Why a hand-off and not a blocked mask. An init such as tini blocks the
+// signals it handles with sigprocmask, so that they wait in the kernel
+// until it asks for them, and each child unblocks them between fork and
+// exec. A Go process cannot do that: the runtime catches signals on any
+// of its threads, and blocking them on the exec'ing thread only sends
+// them to another, where they are caught into a queue that execve then
+// discards. Blocking them across execve would also start the command
+// with them blocked, which it must not be. So the gate stops catching
+// them instead: after release (signal.Stop, which returns only once every
+// signal caught so far has reached the channel), a stop signal is no
+// longer caught and lost but takes its default action and ends the
+// process before the command runs, as it would end the command a moment
+// later. What release leaves in the channel is taken here.
+func (g *Gate) lastLook(release func()) error {
+	release()
+	for {
+		select {
+		case s := <-g.Signals:
+			if isStop(s) {
+				return signalExit(s)
+			}
+			g.dropSignal(s)
+		default:
+			return nil
+		}
+	}
 }
 
 // execClean calls execve with every signal at its default action and none
 // blocked. Whoever started us may have blocked or ignored signals, and
 // both survive exec; the command must start as if we were not there. Exec
 // resets the signals the Go runtime catches; the others are reset here.
-func execClean(path string, argv, env []string) error {
+// last is called just before execve; if it fails, nothing is exec'd.
+func execClean(path string, argv, env []string, last func() error) error {
 	// If exec fails the thread keeps its empty mask, which is what the
 	// runtime wants of its threads anyway.
 	runtime.LockOSThread()
@@ -63,9 +100,27 @@ func execClean(path string, argv, env []string) error {
 		return err
 	}
 	ignored := unignoreSignals()
-	err := syscall.Exec(path, argv, env)
-	reignoreSignals(ignored)
-	return err
+	defer reignoreSignals(ignored)
+	if os.Getpid() != 1 {
+		// From here on a stop signal ends the process by the kernel's
+		// own default action, with the status that says so, before or
+		// during execve. As PID 1 the kernel drops a signal that is not
+		// caught, so there the Go runtime keeps it, and once it is no
+		// longer asked to deliver it, it exits.
+		defaultStopSignals()
+	}
+	if err := last(); err != nil {
+		return err
+	}
+	return syscall.Exec(path, argv, env)
+}
+
+// defaultStopSignals sets the stop signals to their default action.
+func defaultStopSignals() {
+	for _, s := range StopSignals() {
+		var dfl kernelSigaction
+		syscall.RawSyscall6(syscall.SYS_RT_SIGACTION, uintptr(s.(syscall.Signal)), uintptr(unsafe.Pointer(&dfl)), 0, 8, 0, 0)
+	}
 }
 
 // kernelSigaction is the kernel's struct sigaction on Linux.

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 )
 
@@ -20,7 +21,10 @@ type recorder struct {
 	err       error
 }
 
-func (r *recorder) execve(path string, argv, env []string) error {
+func (r *recorder) execve(path string, argv, env []string, last func() error) error {
+	if err := last(); err != nil {
+		return err
+	}
 	r.calls++
 	r.path, r.argv, r.env = path, argv, env
 	return r.err
@@ -98,7 +102,7 @@ func TestExecFileVanishes(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "app")
 	writeFile(t, bin, 0o755)
 	// Found, then gone by the time of the execve.
-	vanish := func(path string, argv, env []string) error {
+	vanish := func(path string, argv, env []string, _ func() error) error {
 		if err := os.Remove(path); err != nil {
 			t.Fatal(err)
 		}
@@ -149,6 +153,39 @@ func TestExecTakesQueuedSignal(t *testing.T) {
 		t.Errorf("Exec with SIGTERM queued = %v, execve calls %d; want 143 and no exec", err, rec.calls)
 	}
 }
+
+// The log line is written before the last look at the signals, and the
+// signals are released (signal.Stop) before it: a stop signal that comes
+// while the line is written stops the command, and nothing blocks after
+// the look.
+func TestExecLooksAtSignalsAfterItsLogLine(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "ok"), 0o755)
+	sigs := make(chan os.Signal, 2)
+	var order []string
+	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()),
+		zapcore.AddSync(writerFunc(func(p []byte) (int, error) {
+			order = append(order, "log")
+			if len(order) == 1 {
+				sigs <- syscall.SIGUSR1 // dropped, not a reason to stay
+				sigs <- syscall.SIGTERM // comes while the line is written
+			}
+			return len(p), nil
+		})), zap.InfoLevel))
+	rec := &recorder{}
+	g := &Gate{Execve: rec.execve, Signals: sigs, Log: log, Release: func() { order = append(order, "release") }}
+	err := g.Exec([]string{filepath.Join(dir, "ok")}, nil)
+	if ExitCode(err) != 143 || rec.calls != 0 {
+		t.Errorf("Exec with SIGTERM during its log line = %v, execve calls %d; want 143 and no exec", err, rec.calls)
+	}
+	if !reflect.DeepEqual(order, []string{"log", "release", "log"}) {
+		t.Errorf("order %v, want the exec line, the release, and the line that drops SIGUSR1", order)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 func TestExecEmptyCommand(t *testing.T) {
 	for _, argv := range [][]string{nil, {""}} {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -48,8 +49,17 @@ type Gate struct {
 	BackOff func() backoff.BackOff
 	// Timer sleeps between attempts; nil means a real timer.
 	Timer backoff.Timer
-	// Signals ends the wait when a signal arrives on it.
+	// Signals ends the wait when a stop signal arrives on it; any other
+	// signal that arrives before the command runs is dropped with a log
+	// line, and once a supervised command runs each one is forwarded.
 	Signals <-chan os.Signal
+	// Release is called by Exec once its log line is written, before its
+	// last look at Signals: it must stop the delivery of signals to
+	// Signals, returning only when every signal caught so far is in the
+	// channel, so that a later stop signal takes its default action
+	// instead of being caught and lost in execve. main passes
+	// signal.Stop on the channel; nil does nothing.
+	Release func()
 	// Log receives the gate's log lines; nil discards them.
 	Log *zap.Logger
 	// Now tells the time; nil means time.Now.
@@ -58,18 +68,21 @@ type Gate struct {
 	// DefaultProgressEvery.
 	ProgressEvery time.Duration
 	// Execve replaces the process; nil means syscall.Exec with every
-	// signal at its default action and none blocked.
-	Execve func(path string, argv, env []string) error
-
-	// held keeps signals that arrived during the wait but do not end it,
-	// for Supervise to forward once the command runs.
-	held []os.Signal
+	// signal at its default action and none blocked. It must call last
+	// just before the exec and not exec if last fails.
+	Execve func(path string, argv, env []string, last func() error) error
+	// Start starts a supervised command; nil means cmd.Start with every
+	// signal at its default action and none blocked. A test can widen
+	// the moment before the start with it.
+	Start func(cmd *exec.Cmd) error
 }
 
 // StopSignals are the signals that end a wait: those that ask a process to
 // stop. The caller must route them to Signals (which also makes them reach
 // us as PID 1); others it routes there, for forwarding to a supervised
-// command, are held until the command runs.
+// command, are dropped with a log line until the command runs: held back,
+// they would reach the command in its first microseconds, before it has
+// set up its handlers, and a harmless SIGUSR1 would kill it.
 func StopSignals() []os.Signal {
 	return []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT}
 }
@@ -150,7 +163,7 @@ func (g *Gate) Wait(ctx context.Context) error {
 		attempts++
 		began := g.now()
 		errs := g.attempt(ctx, pending)
-		if ctx.Err() != nil {
+		if expired(ctx) {
 			return g.ended(ctx, start, attempts, pending, last, errs)
 		}
 		if observer != nil {
@@ -222,8 +235,7 @@ func observe(errs []error, took time.Duration) Observation {
 }
 
 // watchSignals ends ctx when a signal that stops the wait arrives, with
-// that signal's error as the cause, and holds any other signal for
-// Supervise. unwatch ends the watch and returns the error of a stop signal
+// that signal's error as the cause, and drops any other signal. unwatch ends the watch and returns the error of a stop signal
 // that arrived, if one did; signals after it stay in the channel.
 func (g *Gate) watchSignals(ctx context.Context) (_ context.Context, unwatch func() error) {
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -231,14 +243,13 @@ func (g *Gate) watchSignals(ctx context.Context) (_ context.Context, unwatch fun
 		return ctx, func() error { cancel(nil); return nil }
 	}
 	// take deals with one signal: a stop signal ends the wait, and the
-	// others wait for the command.
+	// others are dropped.
 	take := func(s os.Signal) (stop bool) {
 		if isStop(s) {
 			cancel(signalExit(s))
 			return true
 		}
-		g.log().Debug("holding signal for the command", zap.Stringer("signal", s))
-		g.held = append(g.held, s)
+		g.dropSignal(s)
 		return false
 	}
 	quit, done := make(chan struct{}), make(chan struct{})
@@ -280,6 +291,20 @@ func (g *Gate) watchSignals(ctx context.Context) (_ context.Context, unwatch fun
 	}
 }
 
+// dropSignal logs a signal that arrived before the command runs and does
+// not stop it.
+func (g *Gate) dropSignal(s os.Signal) {
+	g.log().Info("dropping signal: the command is not running yet", zap.String("signal", sigName(s)))
+}
+
+// sigName names a signal as "SIGUSR1".
+func sigName(s os.Signal) string {
+	if sig, ok := s.(syscall.Signal); ok {
+		return signalName(sig)
+	}
+	return s.String()
+}
+
 // signalCause returns the error of the stop signal that ended ctx, if any.
 func signalCause(ctx context.Context) error {
 	var ee *ExitError
@@ -306,12 +331,26 @@ func (g *Gate) attempt(ctx context.Context, pending []probe.Probe) []error {
 	}
 	for i, err := range errs {
 		// Name an attempt cut by its own timeout for what it is; one cut
-		// by the overall deadline is reported by the caller.
-		if err != nil && errors.Is(actx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+		// by the overall deadline is reported by the caller. Only a probe
+		// that ran out of time: the others keep their own outcome (an
+		// answer, a refused connection), whatever the slowest one did.
+		if err != nil && isTimeout(err) && expired(actx) && !expired(ctx) {
 			errs[i] = fmt.Errorf("no answer within the attempt timeout (%s)", g.attemptTimeout())
 		}
 	}
 	return errs
+}
+
+// expired reports whether ctx has ended or its deadline has passed. The
+// dialer and the connection take the deadline from ctx and may fire just
+// before ctx's own timer marks it done: an error cut by the deadline must
+// be taken for what it is even then.
+func expired(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }
 
 // keepFailed returns the probes that are not ready yet, with their errors.
@@ -333,9 +372,10 @@ func (g *Gate) ended(ctx context.Context, start time.Time, attempts int, pending
 	if err := signalCause(ctx); err != nil {
 		return err
 	}
-	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return fmt.Errorf("wait cancelled: %w", ctx.Err())
 	}
+	// The deadline passed (its timer may not have marked ctx yet).
 	return g.expired(start, attempts, pending, last, errs)
 }
 
@@ -368,6 +408,9 @@ func isTimeout(err error) bool {
 	var t interface{ Timeout() bool }
 	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &t) && t.Timeout()
 }
+
+// SignalExit is the error for stop signal s: exit 128+N.
+func SignalExit(s os.Signal) error { return signalExit(s) }
 
 func signalExit(s os.Signal) error {
 	sig, ok := s.(syscall.Signal)

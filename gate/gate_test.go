@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -364,7 +367,7 @@ func TestWaitSignalBeforeFirstAttempt(t *testing.T) {
 	}
 }
 
-func TestWaitHoldsOtherSignals(t *testing.T) {
+func TestWaitDropsOtherSignals(t *testing.T) {
 	sigs := make(chan os.Signal, 2)
 	sigs <- syscall.SIGUSR1
 	sigs <- syscall.SIGWINCH
@@ -378,12 +381,20 @@ func TestWaitHoldsOtherSignals(t *testing.T) {
 	})
 	// Each pause waits for the channel to drain, so both are taken.
 	timer := &drainTimer{sigs: sigs}
-	g := &Gate{Probes: []probe.Probe{p}, Signals: sigs, Timer: timer}
+	core, logs := observer.New(zap.InfoLevel)
+	g := &Gate{Probes: []probe.Probe{p}, Signals: sigs, Timer: timer, Log: zap.New(core)}
 	if err := g.Wait(context.Background()); err != nil {
 		t.Fatalf("Wait = %v, want ready: USR1 and WINCH do not end the wait", err)
 	}
-	if len(g.held) != 2 || g.held[0] != syscall.SIGUSR1 || g.held[1] != syscall.SIGWINCH {
-		t.Errorf("held %v, want [SIGUSR1 SIGWINCH] in order, for the command", g.held)
+	var dropped []any
+	for _, e := range logs.FilterMessage("dropping signal: the command is not running yet").All() {
+		dropped = append(dropped, e.ContextMap()["signal"])
+	}
+	if !reflect.DeepEqual(dropped, []any{"SIGUSR1", "SIGWINCH"}) {
+		t.Errorf("dropped %v, want one line for each of SIGUSR1 and SIGWINCH, in order", dropped)
+	}
+	if len(sigs) != 0 {
+		t.Errorf("%d signals left in the channel for the command", len(sigs))
 	}
 }
 
@@ -418,5 +429,96 @@ func TestWaitClosesProbes(t *testing.T) {
 	}
 	if !p.closed {
 		t.Error("the probe's kept connection was not closed after the wait")
+	}
+}
+
+// Each probe keeps its own outcome when another one hangs until the
+// attempt timeout: an operator must see which endpoint is down and how.
+func TestEachProbeKeepsItsOwnOutcome(t *testing.T) {
+	notReady := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer notReady.Close()
+	hang, err := net.Listen("tcp", "127.0.0.1:0") // accepts (the backlog) and never answers
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hang.Close()
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := "tcp://" + closed.Addr().String()
+	closed.Close()
+	specs := []string{notReady.URL + "/a", refused, "http://" + hang.Addr().String() + "/b"}
+	var probes []probe.Probe
+	for _, s := range specs {
+		p, err := probe.Parse(s, probe.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		probes = append(probes, p)
+	}
+	err = (&Gate{Probes: probes, AttemptTimeout: 100 * time.Millisecond}).Check(context.Background())
+	want := []string{
+		specs[0] + ": answered 503 Service Unavailable",
+		specs[1] + ": dial tcp " + closed.Addr().String() + ": connect: connection refused",
+		specs[2] + ": no answer within the attempt timeout (100ms)",
+	}
+	for _, w := range want {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("Check = %v\nwant it to say %q", err, w)
+		}
+	}
+}
+
+// A deadline that the dialer noticed before the context's own timer did
+// is still the deadline: the error it cut is not reported as the probe's
+// outcome, the earlier one is.
+func TestWaitDeadlineSeenFirstByTheDialer(t *testing.T) {
+	ctx := &lateDeadline{Context: context.Background(), done: make(chan struct{})}
+	n := 0
+	p := probe.Func(func(context.Context) error {
+		n++
+		switch n {
+		case 1:
+			return errors.New("connection refused")
+		case 2:
+			// The deadline passes, and the dialer sees it first.
+			ctx.past.Store(true)
+			return &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}
+		}
+		close(ctx.done) // now ctx says so too
+		return &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	})
+	err := (&Gate{Probes: []probe.Probe{p}, Timer: newInstantTimer()}).Wait(ctx)
+	if ExitCode(err) != ExitNotReady || !strings.Contains(err.Error(), "func: connection refused") {
+		t.Errorf("Wait = %v, want exit 69 with the last outcome before the deadline", err)
+	}
+}
+
+// lateDeadline is a context whose deadline passes (past) before it says
+// it is done (done), as a real one may for a moment.
+type lateDeadline struct {
+	context.Context
+	past atomic.Bool
+	done chan struct{}
+}
+
+func (l *lateDeadline) Deadline() (time.Time, bool) {
+	if l.past.Load() {
+		return time.Now().Add(-time.Millisecond), true
+	}
+	return time.Now().Add(time.Hour), true
+}
+
+func (l *lateDeadline) Done() <-chan struct{} { return l.done }
+
+func (l *lateDeadline) Err() error {
+	select {
+	case <-l.done:
+		return context.DeadlineExceeded
+	default:
+		return nil
 	}
 }

@@ -1,6 +1,7 @@
 package gate
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -40,8 +41,10 @@ type Installed struct {
 // written to a new temporary file beside the target, synced, made 0755
 // and renamed over the target, so the target is never half-written and
 // a rerun is harmless. A symlink at dest is refused, never followed.
-// Bad paths are usage errors (exit 2); I/O failures exit 1.
-func (in *Installer) Install(dest string) (Installed, error) {
+// Bad paths are usage errors (exit 2); I/O failures exit 1. When ctx ends
+// (a stop signal, as its cause), the copy stops, the temporary file is
+// removed, and the error is ctx's cause: the target is left as it was.
+func (in *Installer) Install(ctx context.Context, dest string) (Installed, error) {
 	target, err := installTarget(dest)
 	if err != nil {
 		return Installed{}, err
@@ -51,7 +54,7 @@ func (in *Installer) Install(dest string) (Installed, error) {
 		return Installed{}, fmt.Errorf("open own executable: %w", err)
 	}
 	defer src.Close()
-	res, err := writeAtomic(target, src)
+	res, err := writeAtomic(ctx, target, src)
 	if err != nil {
 		return Installed{}, err
 	}
@@ -119,7 +122,7 @@ func checkTarget(target string) (string, error) {
 // writeAtomic copies src to a temporary file in target's directory and
 // renames it over target. rename(2) replaces whatever name is at target,
 // even a symlink swapped in meanwhile, without following it.
-func writeAtomic(target string, src io.Reader) (Installed, error) {
+func writeAtomic(ctx context.Context, target string, src io.Reader) (Installed, error) {
 	dir := filepath.Dir(target)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(target)+".*.tmp") // O_EXCL: never an existing file
 	if err != nil {
@@ -133,7 +136,10 @@ func writeAtomic(target string, src io.Reader) (Installed, error) {
 		}
 	}()
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), src)
+	n, err := io.Copy(io.MultiWriter(tmp, h), ctxReader{ctx, src})
+	if cause := stopped(ctx); cause != nil {
+		return Installed{}, cause
+	}
 	if err != nil {
 		return Installed{}, fmt.Errorf("install: write %q: %w", tmp.Name(), unwrapPathError(err))
 	}
@@ -146,6 +152,9 @@ func writeAtomic(target string, src io.Reader) (Installed, error) {
 	if err := tmp.Close(); err != nil {
 		return Installed{}, fmt.Errorf("install: close %q: %w", tmp.Name(), unwrapPathError(err))
 	}
+	if cause := stopped(ctx); cause != nil {
+		return Installed{}, cause
+	}
 	if err := os.Rename(tmp.Name(), target); err != nil {
 		return Installed{}, fmt.Errorf("install: rename to %q: %w", target, unwrapLinkError(err))
 	}
@@ -156,6 +165,27 @@ func writeAtomic(target string, src io.Reader) (Installed, error) {
 		d.Close()
 	}
 	return Installed{Path: target, Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+// ctxReader stops a copy once ctx has ended.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// stopped returns the cause of an ended ctx, or nil.
+func stopped(ctx context.Context) error {
+	if ctx.Err() == nil {
+		return nil
+	}
+	return context.Cause(ctx)
 }
 
 func unwrapLinkError(err error) error {

@@ -2,6 +2,7 @@ package gate
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -111,7 +112,7 @@ func TestInstallIntoDirectory(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	in := fakeSelf(t, content)
 	in.Log = zap.New(core)
-	res, err := in.Install(dir)
+	res, err := in.Install(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +132,7 @@ func TestInstallToFilePathAndRerun(t *testing.T) {
 	dir := t.TempDir()
 	dest := filepath.Join(dir, "mg")
 	for _, content := range [][]byte{[]byte("v1"), []byte("version two")} {
-		if _, err := fakeSelf(t, content).Install(dest); err != nil {
+		if _, err := fakeSelf(t, content).Install(context.Background(), dest); err != nil {
 			t.Fatal(err)
 		}
 		checkInstalled(t, dest, content)
@@ -181,7 +182,7 @@ func TestInstallRefusals(t *testing.T) {
 		{"/dev/null", "not a directory or a regular file"},
 	}
 	for _, tc := range tests {
-		_, err := fakeSelf(t, []byte("new")).Install(tc.dest)
+		_, err := fakeSelf(t, []byte("new")).Install(context.Background(), tc.dest)
 		if ExitCode(err) != ExitUsage || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Install(%q) = %v, want a usage error saying %q", tc.dest, err, tc.want)
 		}
@@ -195,7 +196,7 @@ func TestInstallIOFailureLeavesNothing(t *testing.T) {
 	dir := t.TempDir()
 	// A source that fails mid-read: a directory opened as a file.
 	in := &Installer{Self: func() (io.ReadCloser, error) { return os.Open(t.TempDir()) }}
-	_, err := in.Install(dir)
+	_, err := in.Install(context.Background(), dir)
 	if ExitCode(err) != ExitFailure || !strings.Contains(err.Error(), "install: write") {
 		t.Errorf("Install = %v, want an I/O error (exit 1)", err)
 	}
@@ -207,11 +208,11 @@ func TestInstallIOFailureLeavesNothing(t *testing.T) {
 func TestInstallSourceFailsMidReadKeepsEarlierInstall(t *testing.T) {
 	dir := t.TempDir()
 	old := []byte("binary v1")
-	if _, err := fakeSelf(t, old).Install(dir); err != nil {
+	if _, err := fakeSelf(t, old).Install(context.Background(), dir); err != nil {
 		t.Fatal(err)
 	}
 	errRead := errors.New("input/output error")
-	_, err := installFrom(&stepReader{first: []byte("binary v2, first half"), err: errRead}).Install(dir)
+	_, err := installFrom(&stepReader{first: []byte("binary v2, first half"), err: errRead}).Install(context.Background(), dir)
 	if ExitCode(err) != ExitFailure || !errors.Is(err, errRead) {
 		t.Errorf("Install = %v, want the read error, exit 1", err)
 	}
@@ -235,7 +236,7 @@ func TestInstallSymlinkSwappedInMidCopy(t *testing.T) {
 		}
 		// An earlier install: a regular file, so the checks before the
 		// copy pass.
-		if _, err := fakeSelf(t, []byte("old")).Install(dest); err != nil {
+		if _, err := fakeSelf(t, []byte("old")).Install(context.Background(), dest); err != nil {
 			t.Fatal(err)
 		}
 		swapped := false
@@ -249,7 +250,7 @@ func TestInstallSymlinkSwappedInMidCopy(t *testing.T) {
 			}
 			swapped = true
 		}}
-		if _, err := installFrom(r).Install(dest); err != nil {
+		if _, err := installFrom(r).Install(context.Background(), dest); err != nil {
 			t.Fatalf("Install(%q) = %v, want success", dest, err)
 		}
 		if !swapped {
@@ -279,7 +280,7 @@ func TestInstallRenameFailureLeavesNoTemporaryFile(t *testing.T) {
 			t.Error(err)
 		}
 	}}
-	_, err := installFrom(r).Install(dir)
+	_, err := installFrom(r).Install(context.Background(), dir)
 	if ExitCode(err) != ExitFailure || !strings.Contains(err.Error(), "install: rename to") {
 		t.Errorf("Install = %v, want a rename error, exit 1", err)
 	}
@@ -313,7 +314,7 @@ func TestInstallConcurrently(t *testing.T) {
 		go func() {
 			defer done.Done()
 			defer arrive() // an install that fails early must not hold up the others
-			_, errs[i] = installFrom(r).Install(dir)
+			_, errs[i] = installFrom(r).Install(context.Background(), dir)
 		}()
 	}
 	halfway.Wait()
@@ -359,7 +360,7 @@ func TestInstallRelativeDestination(t *testing.T) {
 	}
 	for i, tc := range tests {
 		content := fmt.Appendf(nil, "binary v%d", i)
-		res, err := fakeSelf(t, content).Install(tc.dest)
+		res, err := fakeSelf(t, content).Install(context.Background(), tc.dest)
 		if err != nil || res.Path != tc.want {
 			t.Errorf("Install(%q) = %q, %v; want %q", tc.dest, res.Path, err, tc.want)
 			continue

@@ -35,8 +35,10 @@ type Quitter struct {
 	AttemptTimeout time.Duration
 	Attempts       int
 	Limit          time.Duration
-	// Client makes the HTTP client for a URL; nil means probe.Client.
-	Client func(*url.URL) *http.Client
+	// Client makes the HTTP client for a URL; nil means probe.Client
+	// with Options (--insecure-skip-verify reaches https quit URLs too).
+	Client  func(*url.URL) *http.Client
+	Options probe.Options
 	// Timer sleeps between attempts; nil means a real timer.
 	Timer func() backoff.Timer
 	Log   *zap.Logger
@@ -50,7 +52,7 @@ func ParseQuitURL(s string, remote bool) (*url.URL, error) {
 		return nil, fmt.Errorf("quit URL %q: %w", probe.Redact(s), err)
 	}
 	if !remote && !probe.IsLoopback(u.Hostname()) {
-		return nil, fmt.Errorf("quit URL %q: host %q is not loopback (add --quit-allow-remote to allow it)", s, u.Hostname())
+		return nil, fmt.Errorf("quit URL %q: host %q is not loopback (add --quit-allow-remote to allow it)", probe.Redact(s), u.Hostname())
 	}
 	return u, nil
 }
@@ -203,7 +205,7 @@ func (q *Quitter) client(u *url.URL) *http.Client {
 	if q.Client != nil {
 		return q.Client(u)
 	}
-	return probe.Client(u, probe.Options{})
+	return probe.Client(u, q.Options)
 }
 
 func (q *Quitter) log() *zap.Logger {

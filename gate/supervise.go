@@ -6,15 +6,16 @@ import (
 	"os/exec"
 	"runtime"
 	"syscall"
+	"unsafe"
 
 	"go.uber.org/zap"
 )
 
 // Supervise runs argv as a child instead of replacing the process, for
 // when something must happen after the command ends (telling the proxy to
-// quit). It does what an init does: signals that arrive are forwarded to
-// the child (the caller chooses which by what it routes to Signals), every
-// zombie is reaped, and the child's status becomes the result: nil for 0,
+// quit). It does what an init does: signals that arrive once the child
+// runs are forwarded to it (the caller chooses which by what it routes to
+// Signals), every zombie is reaped, and the child's status becomes the result: nil for 0,
 // else an *ExitError with the child's code, or 128+N when signal N killed
 // it. The command's stdio is the process's own.
 func (g *Gate) Supervise(argv, env []string) error {
@@ -44,19 +45,49 @@ func (g *Gate) Supervise(argv, env []string) error {
 	// kernel ties this to the thread that forks; the Go runtime only ends
 	// a thread when a goroutine exits locked to it, which startClean
 	// does not do.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := startClean(cmd); err != nil {
+	//
+	// The command gets a process group of its own, as under tini: a
+	// signal sent to our whole group (kill -INT -- -PGID, or Ctrl-C when
+	// we lead the terminal's foreground group) then reaches the command
+	// once, forwarded by us, not a second time from the group. At a
+	// terminal its group becomes the foreground one, so that Ctrl-C and
+	// Ctrl-Z go to it, and job control works as without us.
+	attr := &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	foreground := foregroundTerminal()
+	if foreground {
+		attr.Foreground, attr.Ctty = true, 0
+	}
+	cmd.SysProcAttr = attr
+	// The last look at the signals comes after every log line of the
+	// wait: a stop signal that came since means the pod is stopping, and
+	// the command must not start (exit 128+N); another is dropped, as
+	// during the wait. From here to the start nothing can block; a signal
+	// that comes in that moment is forwarded to the command just started.
+	for pending := true; pending; {
+		select {
+		case s := <-g.Signals:
+			if isStop(s) {
+				return signalExit(s)
+			}
+			g.dropSignal(s)
+		default:
+			pending = false
+		}
+	}
+	start := g.Start
+	if start == nil {
+		start = startClean
+	}
+	if err := start(cmd); err != nil {
 		return execError(path, unwrapPathError(err))
+	}
+	if foreground {
+		defer takeTerminalBack()
 	}
 	child := cmd.Process.Pid
 	log.Info("started", zap.Int("pid", child), zap.String("path", path), zap.Strings("argv", argv))
 	exited := make(chan syscall.WaitStatus, 1)
 	go reap(child, exited, log)
-	// Signals held back during the wait go first, in order.
-	for _, s := range g.held {
-		forward(cmd.Process, s, log)
-	}
-	g.held = nil
 	for {
 		select {
 		case ws := <-exited:
@@ -65,6 +96,35 @@ func (g *Gate) Supervise(argv, env []string) error {
 			forward(cmd.Process, s, log)
 		}
 	}
+}
+
+// foregroundTerminal reports whether stdin is our controlling terminal
+// and our process group is its foreground group: only then is the
+// foreground ours to hand to the command.
+func foregroundTerminal() bool {
+	var fg int32
+	if _, _, e := syscall.RawSyscall(syscall.SYS_IOCTL, 0, syscall.TIOCGPGRP, uintptr(unsafe.Pointer(&fg))); e != 0 {
+		return false
+	}
+	return int(fg) == syscall.Getpgrp()
+}
+
+// takeTerminalBack makes our process group the terminal's foreground group
+// again once the command has ended, so that our last log lines and the
+// shell after us are not stopped by SIGTTOU. A background group may do so
+// only with SIGTTOU blocked, on the thread that asks.
+func takeTerminalBack() {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var set, old uint64 = 1 << (syscall.SIGTTOU - 1), 0
+	const sigBlock, sigSetMask = 0, 2
+	if _, _, e := syscall.RawSyscall6(syscall.SYS_RT_SIGPROCMASK, sigBlock, uintptr(unsafe.Pointer(&set)),
+		uintptr(unsafe.Pointer(&old)), 8, 0, 0); e != 0 {
+		return
+	}
+	pgrp := int32(syscall.Getpgrp())
+	syscall.RawSyscall(syscall.SYS_IOCTL, 0, syscall.TIOCSPGRP, uintptr(unsafe.Pointer(&pgrp)))
+	syscall.RawSyscall6(syscall.SYS_RT_SIGPROCMASK, sigSetMask, uintptr(unsafe.Pointer(&old)), 0, 8, 0, 0)
 }
 
 // startClean starts cmd with every signal at its default action and none

@@ -83,6 +83,6 @@ func main() {
 	// Catching these also makes them reach us as PID 1, and exec resets
 	// caught signals to their defaults for the command.
 	signal.Notify(c, gate.StopSignals()...)
-	sigs := signals{C: c, Notify: func(s ...os.Signal) { signal.Notify(c, s...) }}
+	sigs := signals{C: c, Notify: func(s ...os.Signal) { signal.Notify(c, s...) }, Stop: func() { signal.Stop(c) }}
 	os.Exit(run(context.Background(), os.Args[1:], os.Environ(), os.Stdout, os.Stderr, sigs))
 }

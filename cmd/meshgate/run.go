@@ -24,6 +24,9 @@ import (
 type signals struct {
 	C      chan os.Signal
 	Notify func(...os.Signal) // nil: nothing more can be asked for
+	// Stop ends the delivery of signals to C, once all caught so far are
+	// in it (signal.Stop); nil does nothing.
+	Stop func()
 }
 
 // run is meshgate from the command line to the exit code. In wrap mode it
@@ -77,7 +80,8 @@ func start(ctx context.Context, cfg config, environ []string, log *zap.Logger, s
 	if err != nil {
 		return err
 	}
-	quitter := &gate.Quitter{URLs: urls, Limit: cfg.quitTimeout, Log: log}
+	quitter := &gate.Quitter{URLs: urls, Limit: cfg.quitTimeout, Log: log,
+		Options: probe.Options{InsecureSkipVerify: cfg.insecure, UserAgent: "meshgate/" + version}}
 	g := &gate.Gate{
 		Probes:         probes,
 		Timeout:        cfg.timeout,
@@ -87,14 +91,23 @@ func start(ctx context.Context, cfg config, environ []string, log *zap.Logger, s
 				Max: cfg.pollMax, Share: cfg.pollShare, Jitter: cfg.pollJitter}
 		},
 		Signals: sigs.C,
+		Release: sigs.Stop,
 		Log:     log,
 	}
 	switch cfg.mode {
 	case "install":
-		_, err := (&gate.Installer{Log: log}).Install(cfg.command[0])
+		ctx, stop := stopOnSignal(ctx, sigs.C, nil)
+		defer stop()
+		_, err := (&gate.Installer{Log: log}).Install(ctx, cfg.command[0])
 		return err
 	case "quit":
-		return quitter.Quit(ctx)
+		ctx, stop := stopOnSignal(ctx, sigs.C, nil)
+		defer stop()
+		err := quitter.Quit(ctx)
+		if cause := context.Cause(ctx); cause != nil && gate.ExitCode(cause) > gate.ExitSignalBase {
+			return cause
+		}
+		return err
 	case "check":
 		if cfg.disabled {
 			log.Info("check disabled; reporting ready")
@@ -138,7 +151,9 @@ func wait(ctx context.Context, cfg config, g *gate.Gate, log *zap.Logger) error 
 // signal during the wait means the pod is stopping, and the kubelet stops
 // the proxy itself: no quit then.
 func supervise(ctx context.Context, cfg config, g *gate.Gate, q *gate.Quitter, environ []string, log *zap.Logger, sigs signals) error {
-	if sigs.Notify != nil {
+	// Not with an empty list: Notify with no signals asks for all of
+	// them. The stop signals are routed already, and always forwarded.
+	if sigs.Notify != nil && len(cfg.forward) > 0 {
 		forward := make([]os.Signal, len(cfg.forward))
 		for i, s := range cfg.forward {
 			forward[i] = s
@@ -161,12 +176,64 @@ func supervise(ctx context.Context, cfg config, g *gate.Gate, q *gate.Quitter, e
 			zap.Int("code", gate.ExitCode(err)))
 		return err
 	}
-	if qerr := q.Quit(ctx); qerr != nil && err == nil {
+	// The pod may be stopping while we quit: a stop signal now leaves
+	// the quit at most a second more, and the command's status stands.
+	qctx, stop := stopOnSignal(ctx, sigs.C, func(cancel context.CancelCauseFunc, s os.Signal) {
+		log.Info("stop signal during the quit; giving it at most 1s more", zap.Stringer("signal", s))
+		time.AfterFunc(quitGrace, func() { cancel(nil) })
+	})
+	defer stop()
+	if qerr := q.Quit(qctx); qerr != nil && err == nil {
 		// The command's status stays the result; each failed endpoint
 		// was logged with advice.
 		log.Warn("the proxy may keep the pod running", zap.Error(qerr))
 	}
 	return err
+}
+
+// quitGrace is what is left of a quit once a stop signal came.
+const quitGrace = time.Second
+
+// stopOnSignal returns a ctx that a stop signal from c ends, with the
+// signal's exit as its cause; onStop, if not nil, decides instead what a
+// stop signal does. Other signals are dropped. stop ends the watch.
+func stopOnSignal(ctx context.Context, c <-chan os.Signal, onStop func(context.CancelCauseFunc, os.Signal)) (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	if c == nil {
+		return ctx, func() { cancel(nil) }
+	}
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case s := <-c:
+				if !isStop(s) {
+					continue
+				}
+				if onStop != nil {
+					onStop(cancel, s)
+				} else {
+					cancel(gate.SignalExit(s))
+				}
+				return
+			case <-quit:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return ctx, func() { close(quit); <-done; cancel(nil) }
+}
+
+func isStop(s os.Signal) bool {
+	for _, stop := range gate.StopSignals() {
+		if s == stop {
+			return true
+		}
+	}
+	return false
 }
 
 func buildProbes(cfg config) ([]probe.Probe, error) {
