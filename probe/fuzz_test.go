@@ -82,3 +82,30 @@ func checkRequest(t *testing.T, spec string, request []byte) {
 		t.Errorf("Parse(%q) sends %s %s with %v, want GET %s with User-Agent and Accept", spec, r.Method, r.RequestURI, r.Header, u.RequestURI())
 	}
 }
+
+// FuzzRedactUserinfo checks that no byte of a URL's user information shows
+// in the error about it, or in the probe made from it, whatever the user
+// information holds: "/", "?", "#", "@", ":" and "%" included. The seeds
+// are in testdata/fuzz/FuzzRedactUserinfo.
+func FuzzRedactUserinfo(f *testing.F) {
+	f.Fuzz(func(t *testing.T, scheme byte, user, password, rest string) {
+		secret := user + ":" + password
+		if strings.ContainsAny(secret, " \t\r\n") || len(password) < 4 {
+			return
+		}
+		spec := []string{"http", "https", "tcp", "ftp", ""}[int(scheme)%5] + "://" + secret + "@" + rest
+		p, err := Parse(spec, Options{})
+		if err == nil {
+			t.Fatalf("Parse(%q) = %v, want credentials refused", spec, p)
+		}
+		if strings.Contains(err.Error(), password) {
+			t.Errorf("Parse(%q) error %q shows the password", spec, err)
+		}
+		if _, err := ParseHTTPURL(spec); err == nil || strings.Contains(err.Error(), password) {
+			t.Errorf("ParseHTTPURL(%q) error %v: want one that does not show the password", spec, err)
+		}
+		if r := Redact(spec); strings.Contains(r, password) {
+			t.Errorf("Redact(%q) = %q shows the password", spec, r)
+		}
+	})
+}

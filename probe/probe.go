@@ -87,21 +87,18 @@ func Parse(spec string, opts Options) (Probe, error) {
 
 // Redact hides the user information of a URL-like spec ("user:pw@"), so
 // that an error about it can be shown and logged. It works on the text,
-// so that it also covers specs that do not parse.
+// so that it also covers specs that do not parse, and it takes everything
+// up to the last "@" for user information: a password may hold any of
+// "/", "?", "#", ":", "%" and "@", and none of its bytes may show.
 func Redact(spec string) string {
-	scheme, rest, ok := strings.Cut(spec, "://")
-	if !ok {
-		return spec
-	}
-	authority := rest
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-		authority = rest[:i]
-	}
-	at := strings.LastIndex(authority, "@")
+	at := strings.LastIndex(spec, "@")
 	if at < 0 {
 		return spec
 	}
-	return scheme + "://xxxxx" + rest[at:]
+	if scheme, _, ok := strings.Cut(spec[:at], "://"); ok {
+		return scheme + "://xxxxx" + spec[at:]
+	}
+	return "xxxxx" + spec[at:]
 }
 
 // ParseHTTPURL checks an http or https URL the way Parse checks a probe
@@ -132,6 +129,13 @@ func parseURL(spec string) (*url.URL, error) {
 	if strings.TrimSpace(spec) == "" {
 		return nil, errors.New("empty spec")
 	}
+	// Before anything reads the text: with "/", "?" or "#" in a password
+	// a URL parser takes part of it for the host, the port or the path,
+	// and quotes it in its errors. No readiness path needs an "@" that
+	// %40 cannot write.
+	if strings.Contains(spec, "@") {
+		return nil, errors.New("credentials in the spec are not supported (an @ in a path is written %40)")
+	}
 	if strings.ContainsAny(spec, " \t\r\n") {
 		return nil, errors.New("spec contains white space")
 	}
@@ -153,9 +157,6 @@ func parseURL(spec string) (*url.URL, error) {
 	}
 	if u.Opaque != "" {
 		return nil, errors.New("missing // after the scheme")
-	}
-	if u.User != nil {
-		return nil, errors.New("credentials in the spec are not supported")
 	}
 	if u.Fragment != "" || strings.HasSuffix(spec, "#") {
 		return nil, errors.New("a fragment is not allowed")

@@ -55,7 +55,8 @@ func TestParse(t *testing.T) {
 		{"tcp://[::1:80", "missing ']'"},
 		{"tcp://[zz]:80", `"zz"`},
 		{"http://user:pw@localhost:1/", "credentials"},
-		{"http://user:secret@localhost:bad/", "invalid port"},
+		{"http://user:secret@localhost:bad/", "credentials"},
+		{"http://localhost:1/a@b", "credentials"},
 		{"http://localhost:1/#frag", "fragment"},
 		{"tcp://localhost:1/path", "no path or query"},
 		{"tcp://localhost:1?x", "no path or query"},
@@ -78,16 +79,20 @@ func TestParse(t *testing.T) {
 }
 
 func TestErrorsHideCredentials(t *testing.T) {
-	for _, spec := range []string{"http://user:secret@localhost:1/", "https://:secret@x:bad/", "tcp://secret@h:1/p", "http://a@b:secret@c:1/"} {
+	for _, spec := range []string{"http://user:secret@localhost:1/", "https://:secret@x:bad/", "tcp://secret@h:1/p", "http://a@b:secret@c:1/",
+		"http://admin:s3/secret@localhost:15020/r", "http://admin:s?secret@localhost:1/", "http://admin:s#secret@localhost:1/",
+		"http://admin:%zzsecret@localhost:1/", "admin:secret@localhost:1"} {
 		_, err := Parse(spec, Options{})
 		if err == nil || strings.Contains(err.Error(), "secret") {
 			t.Errorf("Parse(%q) error = %v, want an error that does not show the credentials", spec, err)
 		}
 	}
 	for _, tc := range []struct{ spec, want string }{
-		{"http://user:pw@localhost:1/x?y@z", "http://xxxxx@localhost:1/x?y@z"},
-		{"http://localhost:1/x@y", "http://localhost:1/x@y"},
-		{"no scheme@all", "no scheme@all"},
+		// Up to the last @: a password may hold /, ? and # (and @).
+		{"http://user:pw@localhost:1/x?y@z", "http://xxxxx@z"},
+		{"http://admin:s3cr/et@localhost:15020/r", "http://xxxxx@localhost:15020/r"},
+		{"http://localhost:1/x", "http://localhost:1/x"},
+		{"no scheme:pw@all", "xxxxx@all"},
 	} {
 		if got := Redact(tc.spec); got != tc.want {
 			t.Errorf("Redact(%q) = %q, want %q", tc.spec, got, tc.want)

@@ -21,7 +21,9 @@ const envPrefix = "MESHGATE_"
 // defaultProbe is Istio's readiness endpoint, the most common mesh.
 const defaultProbe = "http://localhost:15020/healthz/ready"
 
-// defaultForward is the list of signals forwarded to a supervised command.
+// defaultForward is the list of signals forwarded to a supervised command,
+// besides the stop signals, which always are (they are listed for the
+// reader).
 const defaultForward = "TERM,INT,HUP,QUIT,USR1,USR2,WINCH"
 
 // config is everything the command line and the environment say, checked
@@ -52,6 +54,17 @@ type config struct {
 	command        []string        // the command to run; for install, the destination
 	unknownEnv     []string        // MESHGATE_* variables that name no flag
 	given          map[string]bool // flags set on the command line or by a variable
+	fromEnv        map[string]bool // flags set by a variable
+	overridden     []string        // variables the command line's --preset overrides
+}
+
+// src names where a flag's value came from, for an error: the variable
+// that set it, or the flag.
+func (c config) src(flag string) string {
+	if c.fromEnv[flag] {
+		return envName(flag)
+	}
+	return "--" + flag
 }
 
 // quits reports whether the proxy is to be told to quit after the command.
@@ -125,12 +138,13 @@ func parse(args, environ []string) (config, error) {
 		return cfg, pflag.ErrHelp
 	}
 	var err error
-	if cfg.unknownEnv, err = applyEnv(fs, environ); err != nil {
+	cfg.fromEnv = map[string]bool{}
+	if cfg.unknownEnv, cfg.overridden, err = applyEnv(fs, environ, cfg.fromEnv); err != nil {
 		return cfg, err
 	}
 	if m.name == "" {
 		if cfg.forward, err = parseSignals(forward); err != nil {
-			return cfg, gate.Usagef("--forward-signals: %v", err)
+			return cfg, gate.Usagef("%s: %v", cfg.src("forward-signals"), err)
 		}
 	}
 	if cfg.command, err = positional(m, fs.Args(), fs.ArgsLenAtDash()); err != nil {
@@ -212,8 +226,10 @@ func newFlagSet(m mode, cfg *config, forward *string) *pflag.FlagSet {
 		fs.Float64Var(&cfg.pollShare, "poll-share", gate.DefaultShare, "pace answered attempts so the proxy spends at most this share of its time answering (0.04 = 4%)")
 		fs.Float64Var(&cfg.pollJitter, "poll-jitter", gate.DefaultJitter, "vary each pause by up to this fraction, so pods started together drift apart")
 	}
+	if m.probes || m.quits {
+		fs.BoolVar(&cfg.insecure, "insecure-skip-verify", false, "do not verify the certificates of https probes and quit URLs")
+	}
 	if m.probes {
-		fs.BoolVar(&cfg.insecure, "insecure-skip-verify", false, "do not verify https probes' certificates")
 		fs.BoolVar(&cfg.disabled, "disabled", false, "do not wait: start the command (or pass the check) at once; does not turn off --quit")
 	}
 	if m.name == "" {
@@ -230,7 +246,7 @@ func newFlagSet(m mode, cfg *config, forward *string) *pflag.FlagSet {
 		fs.BoolVar(&cfg.quitRemote, "quit-allow-remote", false, "allow quit URLs whose host is not loopback")
 	}
 	if m.name == "" {
-		fs.StringVar(forward, "forward-signals", defaultForward, "signals forwarded to a supervised command (names, comma-separated)")
+		fs.StringVar(forward, "forward-signals", defaultForward, "signals forwarded to a supervised command besides TERM, INT, HUP and QUIT, which always are (names, comma-separated; empty: no others)")
 	}
 	fs.StringVar(&cfg.logFormat, "log-format", "json", "log format on stderr: json or console")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -258,21 +274,28 @@ func envName(flag string) string {
 }
 
 // applyEnv sets each flag not given on the command line from its variable,
-// if that is set and not empty. Repeatable flags take a comma-separated
-// list. It returns the MESHGATE_ variables that name no flag of any mode,
-// for a warning: a typo must not pass unseen, but a newer chart must not
-// stop an older binary either.
-func applyEnv(fs *pflag.FlagSet, environ []string) ([]string, error) {
+// if that is set and not empty, and marks it in fromEnv. Repeatable flags
+// take a comma-separated list. The command line wins as a whole: a
+// --preset given there also wins over MESHGATE_PROBE and
+// MESHGATE_QUIT_URL, which are returned as overridden. It returns the
+// MESHGATE_ variables that name no flag of any mode, for a warning: a
+// typo must not pass unseen, but a newer chart must not stop an older
+// binary either.
+func applyEnv(fs *pflag.FlagSet, environ []string, fromEnv map[string]bool) (unknown, overridden []string, err error) {
 	env := map[string]string{}
 	for _, kv := range environ {
 		if k, v, ok := strings.Cut(kv, "="); ok {
 			env[k] = v
 		}
 	}
-	var err error
+	presetGiven := fs.Changed("preset")
 	fs.VisitAll(func(f *pflag.Flag) {
 		v := env[envName(f.Name)]
 		if err != nil || f.Changed || v == "" || f.Name == "help" {
+			return
+		}
+		if presetGiven && (f.Name == "probe" || f.Name == "quit-url") {
+			overridden = append(overridden, envName(f.Name))
 			return
 		}
 		values := []string{v}
@@ -281,13 +304,14 @@ func applyEnv(fs *pflag.FlagSet, environ []string) ([]string, error) {
 		}
 		for _, one := range values {
 			if e := fs.Set(f.Name, strings.TrimSpace(one)); e != nil {
-				err = gate.Usagef("%s=%q: %v", envName(f.Name), v, e)
+				err = gate.Usagef("%s=%q: %v", envName(f.Name), probe.Redact(v), e)
 				return
 			}
 		}
+		fromEnv[f.Name] = true
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	known := map[string]bool{}
 	for _, m := range modes() {
@@ -295,14 +319,13 @@ func applyEnv(fs *pflag.FlagSet, environ []string) ([]string, error) {
 			newFlagSet(m, &config{}, new(string)).VisitAll(func(f *pflag.Flag) { known[envName(f.Name)] = true })
 		}
 	}
-	var unknown []string
 	for k := range env {
 		if strings.HasPrefix(k, envPrefix) && !known[k] {
 			unknown = append(unknown, k)
 		}
 	}
 	sort.Strings(unknown)
-	return unknown, nil
+	return unknown, overridden, nil
 }
 
 // signalNumbers are the signals --forward-signals may name. Left out on
@@ -320,7 +343,7 @@ func signalNumbers() map[string]syscall.Signal {
 }
 
 // parseSignals reads a list such as "TERM,SIGINT,usr1"; an empty list
-// forwards nothing.
+// ("" or ",") forwards no signal besides the stop signals.
 func parseSignals(list string) ([]syscall.Signal, error) {
 	var sigs []syscall.Signal
 	known := signalNumbers()
@@ -354,50 +377,52 @@ func validate(cfg config, m mode) error {
 		return err
 	}
 	if m.probes && cfg.attemptTimeout <= 0 {
-		return gate.Usagef("--attempt-timeout must be positive, got %s", cfg.attemptTimeout)
+		return gate.Usagef("%s must be positive, got %s", cfg.src("attempt-timeout"), cfg.attemptTimeout)
 	}
 	if m.waits {
 		switch {
 		case cfg.timeout < 0:
-			return gate.Usagef("--timeout must not be negative, got %s (0 waits for ever)", cfg.timeout)
+			return gate.Usagef("%s must not be negative, got %s (0 waits for ever)", cfg.src("timeout"), cfg.timeout)
 		case cfg.pollRefused <= 0:
-			return gate.Usagef("--poll-refused must be positive, got %s", cfg.pollRefused)
+			return gate.Usagef("%s must be positive, got %s", cfg.src("poll-refused"), cfg.pollRefused)
 		case cfg.pollRefusedMax < cfg.pollRefused:
-			return gate.Usagef("--poll-refused-max (%s) must not be less than --poll-refused (%s)", cfg.pollRefusedMax, cfg.pollRefused)
+			return gate.Usagef("%s (%s) must not be less than %s (%s)", cfg.src("poll-refused-max"), cfg.pollRefusedMax, cfg.src("poll-refused"), cfg.pollRefused)
 		case cfg.pollMin <= 0:
-			return gate.Usagef("--poll-min must be positive, got %s", cfg.pollMin)
+			return gate.Usagef("%s must be positive, got %s", cfg.src("poll-min"), cfg.pollMin)
 		case cfg.pollMax < cfg.pollMin:
-			return gate.Usagef("--poll-max (%s) must not be less than --poll-min (%s)", cfg.pollMax, cfg.pollMin)
+			return gate.Usagef("%s (%s) must not be less than %s (%s)", cfg.src("poll-max"), cfg.pollMax, cfg.src("poll-min"), cfg.pollMin)
 		case !(cfg.pollShare > 0 && cfg.pollShare < 1):
-			return gate.Usagef("--poll-share must be between 0 and 1 (exclusive), got %v", cfg.pollShare)
+			return gate.Usagef("%s must be between 0 and 1 (exclusive), got %v", cfg.src("poll-share"), cfg.pollShare)
 		case !(cfg.pollJitter >= 0 && cfg.pollJitter < 1):
-			return gate.Usagef("--poll-jitter must be at least 0 and less than 1, got %v", cfg.pollJitter)
+			return gate.Usagef("%s must be at least 0 and less than 1, got %v", cfg.src("poll-jitter"), cfg.pollJitter)
 		case cfg.onTimeout != "fail" && cfg.onTimeout != "start":
-			return gate.Usagef("--on-timeout must be fail or start, got %q", cfg.onTimeout)
+			return gate.Usagef("%s must be fail or start, got %q", cfg.src("on-timeout"), cfg.onTimeout)
 		}
 	}
 	if m.quits && cfg.quitTimeout <= 0 {
-		return gate.Usagef("--quit-timeout must be positive, got %s", cfg.quitTimeout)
+		return gate.Usagef("%s must be positive, got %s", cfg.src("quit-timeout"), cfg.quitTimeout)
 	}
 	if m.name == "" && cfg.quitOn != "always" && cfg.quitOn != "success" {
-		return gate.Usagef("--quit-on must be always or success, got %q", cfg.quitOn)
+		return gate.Usagef("%s must be always or success, got %q", cfg.src("quit-on"), cfg.quitOn)
 	}
 	if cfg.preset != "" {
 		if _, err := probe.LookupPreset(cfg.preset); err != nil {
-			return gate.Usage(err)
+			return gate.Usagef("%s: %v", cfg.src("preset"), err)
 		}
 	}
 	if cfg.logFormat != "json" && cfg.logFormat != "console" {
-		return gate.Usagef("--log-format must be json or console, got %q", cfg.logFormat)
+		return gate.Usagef("%s must be json or console, got %q", cfg.src("log-format"), cfg.logFormat)
 	}
 	if !knownLevel(cfg.logLevel) {
-		return gate.Usagef("--log-level must be debug, info, warn or error, got %q", cfg.logLevel)
+		return gate.Usagef("%s must be debug, info, warn or error, got %q", cfg.src("log-level"), cfg.logLevel)
 	}
 	if _, err := buildProbes(cfg); err != nil {
-		return err
+		return gate.Usagef("%s: %v", cfg.src("probe"), err)
 	}
-	_, err := quitURLs(cfg)
-	return err
+	if _, err := quitURLs(cfg); err != nil {
+		return gate.Usagef("%s: %v", cfg.src("quit-url"), err)
+	}
+	return nil
 }
 
 // checkBounds rejects absurd durations.
@@ -418,7 +443,7 @@ func checkBounds(cfg config, m mode) error {
 	}
 	for _, l := range limits {
 		if l.ok && l.value > l.max {
-			return gate.Usagef("--%s %s is more than %s: a missing unit?", l.flag, l.value, l.max)
+			return gate.Usagef("%s %s is more than %s: a missing unit?", cfg.src(l.flag), l.value, l.max)
 		}
 	}
 	return nil
@@ -429,7 +454,12 @@ func checkBounds(cfg config, m mode) error {
 // user would only find on the bad day.
 func checkTogether(cfg config, m mode) error {
 	if m.waits && cfg.onTimeout == "start" && cfg.timeout == 0 {
-		return gate.Usagef("--on-timeout start needs a --timeout: with 0 the wait never times out")
+		return gate.Usagef("%s start needs a %s: with 0 the wait never times out", cfg.src("on-timeout"), cfg.src("timeout"))
+	}
+	// Only when both are chosen: a short --timeout with the default
+	// attempt timeout is fine, the deadline cuts the attempt.
+	if m.waits && m.probes && cfg.given["attempt-timeout"] && cfg.given["timeout"] && cfg.timeout > 0 && cfg.attemptTimeout > cfg.timeout {
+		return gate.Usagef("%s (%s) is longer than %s (%s)", cfg.src("attempt-timeout"), cfg.attemptTimeout, cfg.src("timeout"), cfg.timeout)
 	}
 	if m.name != "" {
 		return nil
@@ -437,14 +467,9 @@ func checkTogether(cfg config, m mode) error {
 	if !cfg.quits() {
 		for _, name := range []string{"quit-on", "quit-timeout", "quit-allow-remote", "forward-signals"} {
 			if cfg.given[name] {
-				return gate.Usagef("--%s applies only with --quit or --quit-url", name)
+				return gate.Usagef("%s applies only with --quit or --quit-url", cfg.src(name))
 			}
 		}
-	}
-	// Only when both are chosen: a short --timeout with the default
-	// attempt timeout is fine, the deadline cuts the attempt.
-	if cfg.given["attempt-timeout"] && cfg.given["timeout"] && cfg.timeout > 0 && cfg.attemptTimeout > cfg.timeout {
-		return gate.Usagef("--attempt-timeout (%s) is longer than --timeout (%s)", cfg.attemptTimeout, cfg.timeout)
 	}
 	return nil
 }

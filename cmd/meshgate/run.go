@@ -7,7 +7,10 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"strings"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/spf13/pflag"
@@ -38,8 +41,7 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer, 
 		return gate.ExitOK
 	}
 	if err != nil {
-		// No logger yet: its format is part of what failed to parse.
-		fmt.Fprintf(stderr, "meshgate: %v\n", err)
+		usageError(args, environ, stderr, err)
 		return gate.ExitCode(err)
 	}
 	switch cfg.mode {
@@ -61,6 +63,9 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer, 
 	for _, name := range cfg.unknownEnv {
 		log.Warn("ignoring unknown variable", zap.String("variable", name))
 	}
+	for _, name := range cfg.overridden {
+		log.Warn("ignoring variable: the command line's --preset wins", zap.String("variable", name))
+	}
 	err = start(ctx, cfg, environ, log, sigs)
 	code := gate.ExitCode(err)
 	if err != nil {
@@ -68,6 +73,56 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer, 
 	}
 	_ = log.Sync()
 	return code
+}
+
+// usageError reports a command line or environment that did not parse. A
+// JSON-only log pipeline must not drop it: it is one JSON line when JSON
+// logs were asked for, or when no format was and stderr is not a terminal
+// (a container's log); a person at a terminal reads plain text.
+func usageError(args, environ []string, stderr io.Writer, err error) {
+	format := askedFormat(args, environ)
+	if format == "json" || format != "console" && !isTerminal(stderr) {
+		log := newLogger(config{logFormat: "json", logLevel: "info"}, stderr)
+		log.Error("exiting", zap.Int("code", gate.ExitCode(err)), zap.Error(err))
+		_ = log.Sync()
+		return
+	}
+	fmt.Fprintf(stderr, "meshgate: %v\n", err)
+}
+
+// askedFormat finds the log format asked for, the way parse would, from a
+// command line or an environment that may not parse: the last
+// --log-format before --, else MESHGATE_LOG_FORMAT.
+func askedFormat(args, environ []string) string {
+	format := ""
+	for i := 0; i < len(args) && args[i] != "--"; i++ {
+		if v, ok := strings.CutPrefix(args[i], "--log-format="); ok {
+			format = v
+		} else if args[i] == "--log-format" && i+1 < len(args) {
+			format = args[i+1]
+			i++
+		}
+	}
+	if format != "" {
+		return format
+	}
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, envName("log-format")+"="); ok && v != "" {
+			format = v
+		}
+	}
+	return format
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	var t syscall.Termios
+	_, _, e := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), syscall.TCGETS, uintptr(unsafe.Pointer(&t)))
+	return e == 0
 }
 
 // start builds the components from cfg and carries out the mode.

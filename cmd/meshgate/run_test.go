@@ -76,7 +76,9 @@ func TestParse(t *testing.T) {
 			if err != nil {
 				t.Fatalf("parse: %v", err)
 			}
-			got.given = nil // what was given is tested through the checks that use it
+			// What was given, and where, is tested through the checks and
+			// the errors that use it.
+			got.given, got.fromEnv, got.overridden = nil, nil, nil
 			if !reflect.DeepEqual(got, want) {
 				t.Errorf("parse(%q, %q)\n got %+v\nwant %+v", tc.args, tc.env, got, want)
 			}
@@ -107,7 +109,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--poll-refused", "1s", "--", "/app"}, nil, "--poll-refused-max (100ms) must not be less than --poll-refused (1s)"},
 		{[]string{"--poll-share", "1", "--", "/app"}, nil, "--poll-share must be between 0 and 1"},
 		{[]string{"--poll-share", "lots", "--", "/app"}, nil, `"lots" for "--poll-share"`},
-		{[]string{"--", "/app"}, []string{"MESHGATE_POLL_JITTER=1.5"}, "--poll-jitter must be at least 0 and less than 1, got 1.5"},
+		{[]string{"--", "/app"}, []string{"MESHGATE_POLL_JITTER=1.5"}, "MESHGATE_POLL_JITTER must be at least 0 and less than 1, got 1.5"},
 		{[]string{"--on-timeout", "retry", "--", "/app"}, nil, `--on-timeout must be fail or start, got "retry"`},
 		{[]string{"--preset", "istoi", "--", "/app"}, nil, `unknown preset "istoi"`},
 		{[]string{"--probe", "localhost:15020", "--", "/app"}, nil, `probe "localhost:15020": missing scheme`},
@@ -115,11 +117,19 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--log-level", "trace", "--", "/app"}, nil, `--log-level must be debug, info, warn or error, got "trace"`},
 		{[]string{"--", "/app"}, []string{"MESHGATE_TIMEOUT=soon"}, `MESHGATE_TIMEOUT="soon"`},
 		{[]string{"--", "/app"}, []string{"MESHGATE_DISABLED=yes please"}, `MESHGATE_DISABLED="yes please"`},
-		{[]string{"--", "/app"}, []string{"MESHGATE_PROBE=tcp://x"}, `probe "tcp://x": missing port`},
-		{[]string{"--", "/app"}, []string{"MESHGATE_ON_TIMEOUT=maybe"}, `--on-timeout must be fail or start, got "maybe"`},
+		{[]string{"--", "/app"}, []string{"MESHGATE_PROBE=tcp://x"}, `MESHGATE_PROBE: probe "tcp://x": missing port`},
+		{[]string{"--", "/app"}, []string{"MESHGATE_ON_TIMEOUT=maybe"}, `MESHGATE_ON_TIMEOUT must be fail or start, got "maybe"`},
+		{[]string{"--", "/app"}, []string{"MESHGATE_LOG_FORMAT=text"}, `MESHGATE_LOG_FORMAT must be json or console, got "text"`},
+		{[]string{"--quit", "--", "/app"}, []string{"MESHGATE_QUIT_ON=maybe"}, `MESHGATE_QUIT_ON must be always or success, got "maybe"`},
+		{[]string{"--", "/app"}, []string{"MESHGATE_PROBE=http://x:1/a,"}, `MESHGATE_PROBE: probe "": empty spec`},
+		{[]string{"--", "/app"}, []string{"MESHGATE_PRESET=istoi"}, `MESHGATE_PRESET: unknown preset "istoi"`},
+		{[]string{"--", "/app"}, []string{"MESHGATE_ATTEMPT_TIMEOUT=2s", "MESHGATE_TIMEOUT=1s"}, "MESHGATE_ATTEMPT_TIMEOUT (2s) is longer than MESHGATE_TIMEOUT (1s)"},
+		{[]string{"--timeout", "1s", "--", "/app"}, []string{"MESHGATE_ATTEMPT_TIMEOUT=2s"}, "MESHGATE_ATTEMPT_TIMEOUT (2s) is longer than --timeout (1s)"},
+		{[]string{"wait", "--timeout", "1s", "--attempt-timeout", "5s"}, nil, "--attempt-timeout (5s) is longer than --timeout (1s)"},
+		{[]string{"wait"}, []string{"MESHGATE_TIMEOUT=1s", "MESHGATE_ATTEMPT_TIMEOUT=5s"}, "MESHGATE_ATTEMPT_TIMEOUT (5s) is longer than MESHGATE_TIMEOUT (1s)"},
 		{[]string{"--quit", "--quit-on", "maybe", "--", "/app"}, nil, `--quit-on must be always or success, got "maybe"`},
 		{[]string{"--quit-on", "success", "--", "/app"}, nil, "--quit-on applies only with --quit or --quit-url"},
-		{[]string{"--", "/app"}, []string{"MESHGATE_FORWARD_SIGNALS=TERM"}, "--forward-signals applies only with --quit or --quit-url"},
+		{[]string{"--", "/app"}, []string{"MESHGATE_FORWARD_SIGNALS=TERM"}, "MESHGATE_FORWARD_SIGNALS applies only with --quit or --quit-url"},
 		{[]string{"--quit-timeout", "5s", "--", "/app"}, nil, "--quit-timeout applies only with --quit or --quit-url"},
 		{[]string{"--on-timeout", "start", "--timeout", "0", "--", "/app"}, nil, "--on-timeout start needs a --timeout"},
 		{[]string{"--timeout", "1s", "--attempt-timeout", "2s", "--", "/app"}, nil, "--attempt-timeout (2s) is longer than --timeout (1s)"},
@@ -131,7 +141,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--forward-signals", "CHLD", "--", "/app"}, nil, `cannot forward signal "CHLD"`},
 		{[]string{"--forward-signals", "TREM", "--", "/app"}, nil, `cannot forward signal "TREM"`},
 		{[]string{"--quit-url", "http://10.1.1.1:15020/quitquitquit", "--", "/app"}, nil, `host "10.1.1.1" is not loopback`},
-		{[]string{"--", "/app"}, []string{"MESHGATE_QUIT_URL=http://localhost:1/q,nope"}, `quit URL "nope"`},
+		{[]string{"--", "/app"}, []string{"MESHGATE_QUIT_URL=http://localhost:1/q,nope"}, `MESHGATE_QUIT_URL: quit URL "nope"`},
 		{[]string{"--quit", "--quit-timeout", "0s", "--", "/app"}, nil, "--quit-timeout must be positive"},
 		{[]string{"quit", "--probe", "tcp://localhost:1"}, nil, "unknown flag: --probe"},
 		{[]string{"wait", "--quit"}, nil, "unknown flag: --quit"},
@@ -145,9 +155,13 @@ func TestUsageErrors(t *testing.T) {
 	for _, tc := range tests {
 		var stdout, stderr bytes.Buffer
 		code := run(context.Background(), tc.args, tc.env, &stdout, &stderr, signals{})
+		// Not a terminal, no format asked for: one JSON line.
 		msg := stderr.String()
-		if code != 2 || !strings.Contains(msg, tc.want) || strings.Count(msg, "\n") != 1 || stdout.Len() != 0 {
-			t.Errorf("run(%q, %q) = %d, stderr %q, stdout %q; want 2 and one line saying %q", tc.args, tc.env, code, msg, stdout.String(), tc.want)
+		var line struct{ Level, Msg, Error string }
+		jerr := json.Unmarshal([]byte(msg), &line)
+		if code != 2 || jerr != nil || line.Level != "error" || !strings.Contains(line.Error, tc.want) ||
+			strings.Count(msg, "\n") != 1 || stdout.Len() != 0 {
+			t.Errorf("run(%q, %q) = %d, stderr %q, stdout %q; want 2 and one JSON line saying %q", tc.args, tc.env, code, msg, stdout.String(), tc.want)
 		}
 	}
 }
