@@ -749,7 +749,7 @@ func TestCheckPodFindsMistakes(t *testing.T) {
 		}, `env MESHGATE_TIMOUT: got a variable meshgate does not read`},
 		{"bad variable value", "", func(s *corev1.PodTemplateSpec) {
 			app(s).Env = []corev1.EnvVar{{Name: "MESHGATE_ON_TIMEOUT", Value: "continue"}}
-		}, `got exit 2, want 0: meshgate: --on-timeout must be fail or start, got "continue"`},
+		}, `got exit 2, want 0: meshgate: MESHGATE_ON_TIMEOUT must be fail or start, got "continue"`},
 		{"bad MESHGATE_DISABLED", "", func(s *corev1.PodTemplateSpec) {
 			app(s).Env = []corev1.EnvVar{{Name: "MESHGATE_DISABLED", Value: "yes"}}
 		}, `env MESHGATE_DISABLED="yes": want true or false`},

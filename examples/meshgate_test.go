@@ -3,6 +3,7 @@ package examples_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -166,6 +167,14 @@ func (r result) line() string {
 	for _, l := range lines {
 		if strings.HasPrefix(l, "meshgate: ") {
 			return l
+		}
+		// Not at a terminal, a usage error is a JSON log line.
+		var usage struct {
+			Code  int
+			Error string
+		}
+		if json.Unmarshal([]byte(l), &usage) == nil && usage.Code == 2 && usage.Error != "" {
+			return "meshgate: " + usage.Error
 		}
 	}
 	return lines[len(lines)-1]

@@ -58,6 +58,15 @@ type config struct {
 	overridden     []string        // variables the command line's --preset overrides
 }
 
+// fromVariable names the variable that set flag in err, if one did; an
+// error about a flag's value names the value already.
+func (c config) fromVariable(flag string, err error) error {
+	if !c.fromEnv[flag] {
+		return err
+	}
+	return gate.Usagef("%s: %v", envName(flag), err)
+}
+
 // src names where a flag's value came from, for an error: the variable
 // that set it, or the flag.
 func (c config) src(flag string) string {
@@ -407,7 +416,7 @@ func validate(cfg config, m mode) error {
 	}
 	if cfg.preset != "" {
 		if _, err := probe.LookupPreset(cfg.preset); err != nil {
-			return gate.Usagef("%s: %v", cfg.src("preset"), err)
+			return cfg.fromVariable("preset", gate.Usage(err))
 		}
 	}
 	if cfg.logFormat != "json" && cfg.logFormat != "console" {
@@ -417,10 +426,10 @@ func validate(cfg config, m mode) error {
 		return gate.Usagef("%s must be debug, info, warn or error, got %q", cfg.src("log-level"), cfg.logLevel)
 	}
 	if _, err := buildProbes(cfg); err != nil {
-		return gate.Usagef("%s: %v", cfg.src("probe"), err)
+		return cfg.fromVariable("probe", err)
 	}
 	if _, err := quitURLs(cfg); err != nil {
-		return gate.Usagef("%s: %v", cfg.src("quit-url"), err)
+		return cfg.fromVariable("quit-url", err)
 	}
 	return nil
 }
