@@ -83,8 +83,16 @@ type supervised struct {
 
 func startSupervised(t *testing.T, bin string, args []string, env ...string) *supervised {
 	t.Helper()
+	return startSupervisedAttr(t, nil, bin, args, env...)
+}
+
+// startSupervisedAttr is startSupervised with the process attributes of
+// meshgate's start (a session of its own, say).
+func startSupervisedAttr(t *testing.T, attr *syscall.SysProcAttr, bin string, args []string, env ...string) *supervised {
+	t.Helper()
 	g := &gate{t: t, report: filepath.Join(t.TempDir(), "report.json"), stderr: newLogTail()}
 	g.cmd = exec.Command(bin, args...)
+	g.cmd.SysProcAttr = attr
 	g.cmd.Env = append([]string{"APP_REPORT=" + g.report, "APP_SIGNALS=1", "GODEBUG=asyncpreemptoff=1"}, env...)
 	g.cmd.Stderr = g.stderr
 	out, err := g.cmd.StdoutPipe()
@@ -180,31 +188,30 @@ func TestSuperviseForwardListIsConfigurable(t *testing.T) {
 	}
 }
 
-func TestSignalBeforeTheChildStartsIsDelivered(t *testing.T) {
+// A signal that does not stop the wait is dropped, with a log line naming
+// it, not held for a command that has not set up its handlers yet.
+func TestSignalDuringTheWaitIsDropped(t *testing.T) {
 	t.Parallel()
 	e, ready, quit := proxy(t, "503", "200", false)
-	s := startSupervised(t, bins.meshgate, []string{"--probe", ready, "--quit-url", quit, "--timeout", "0", "--log-level", "debug", "--", bins.app})
+	s := startSupervised(t, bins.meshgate, []string{"--probe", ready, "--quit-url", quit, "--timeout", "0", "--", bins.app})
 	s.waitLog("waiting for proxy")
-	// USR1 during the wait does not end it: it is held for the command.
 	_ = s.cmd.Process.Signal(syscall.SIGUSR1)
-	s.waitLog("holding signal for the command")
+	s.waitLog("dropping signal: the command is not running yet")
 	if err := e.Set("200"); err != nil {
 		t.Fatal(err)
 	}
-	// The held signal reaches the app before or after it catches signals:
-	// it either dies of it or reports it.
-	for l := range s.lines {
-		if l == "ready" {
-			_ = s.cmd.Process.Signal(syscall.SIGTERM)
-		}
-	}
-	code := s.wait()
-	if code == 128+int(syscall.SIGUSR1) {
-		return
+	s.expect("ready")
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	if code := s.wait(); code != 0 {
+		t.Fatalf("exit %d, want the app's 0\n%s", code, s.stderr)
 	}
 	r := s.appReport()
-	if code != 0 || r == nil || !slices.Equal(r.Signals, []string{"SIGUSR1", "SIGTERM"}) {
-		t.Errorf("exit %d, app report %+v: want the app to have got SIGUSR1 first\n%s", code, r, s.stderr)
+	if r == nil || !slices.Equal(r.Signals, []string{"SIGTERM"}) {
+		t.Errorf("the app received %+v, want only SIGTERM\n%s", r, s.stderr)
+	}
+	dropped := s.logs("dropping signal: the command is not running yet")
+	if len(dropped) != 1 || dropped[0]["signal"] != "SIGUSR1" {
+		t.Errorf("drop lines %v, want one naming SIGUSR1", dropped)
 	}
 }
 
@@ -407,16 +414,26 @@ func TestProxyDiesWhileTheCommandRuns(t *testing.T) {
 	}
 }
 
+// A stop signal during the quit leaves it at most a second more, and the
+// command's status stands: the pod is being deleted, the kubelet stops the
+// proxy anyway.
 func TestSignalDuringTheQuit(t *testing.T) {
 	t.Parallel()
-	_, ready, quit := proxy(t, "200", sidecar.Hang, false)
-	g := start(t, []string{"--probe", ready, "--quit-url", quit, "--quit-timeout", "2s", "--", bins.app}, "APP_EXIT=6")
-	g.waitLog("exited")
-	// The pod is being deleted while the quit hangs: the quit stays
-	// bounded and the command's status stands.
+	e, ready, quit := proxy(t, "200", sidecar.Hang, false)
+	g := start(t, []string{"--probe", ready, "--quit-url", quit, "--quit-timeout", "50s", "--", bins.app}, "APP_EXIT=6")
+	select {
+	case <-e.QuitAsked(): // the first quit request hangs
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no quit request\n%s", g.stderr)
+	}
 	_ = g.cmd.Process.Signal(syscall.SIGTERM)
 	if code := g.wait(); code != 6 {
 		t.Errorf("exit %d, want the app's 6\n%s", code, g.stderr)
+	}
+	// Each request may hang for 2s; a quit left one more second after
+	// the signal makes no second one.
+	if n := e.Quits(); n != 1 {
+		t.Errorf("%d quit requests, want 1: the signal must cut the quit short\n%s", n, g.stderr)
 	}
 }
 

@@ -93,6 +93,8 @@ type Emulator struct {
 	busy     atomic.Int64 // nanoseconds spent answering
 	quits    atomic.Int64
 	quitted  chan struct{}
+	asked    chan struct{}
+	askOnce  sync.Once
 }
 
 // Set switches to state s at once.
@@ -175,6 +177,13 @@ func (e *Emulator) Quitted() <-chan struct{} {
 	return e.quitted
 }
 
+// QuitAsked is closed when the first quit request has arrived, before it
+// is answered.
+func (e *Emulator) QuitAsked() <-chan struct{} {
+	e.init()
+	return e.asked
+}
+
 // Requests is how many readiness requests were answered.
 func (e *Emulator) Requests() int64 { return e.requests.Load() }
 
@@ -193,6 +202,7 @@ func (e *Emulator) init() {
 	e.once.Do(func() {
 		e.ready = make(chan struct{})
 		e.quitted = make(chan struct{})
+		e.asked = make(chan struct{})
 	})
 }
 
@@ -268,6 +278,8 @@ func (e *Emulator) quit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	e.quits.Add(1)
+	e.init()
+	e.askOnce.Do(func() { close(e.asked) })
 	answer := e.QuitAnswer
 	if answer == "" {
 		answer = "200"
