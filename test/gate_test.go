@@ -198,7 +198,9 @@ func TestSignalCutsHangingAttempt(t *testing.T) {
 func TestOnTimeoutStart(t *testing.T) {
 	t.Parallel()
 	_, closed := emulator(t, "closed")
-	g := start(t, []string{"--probe", closed, "--timeout", "100ms", "--on-timeout", "start", "--", bins.app}, "APP_EXIT=7")
+	// The deadline that ends the wait may cut a dial: the warning must
+	// still carry the last real outcome, not the cut dial's.
+	g := start(t, []string{"--probe", closed, "--timeout", "300ms", "--on-timeout", "start", "--", bins.app}, "APP_EXIT=7")
 	if got := g.wait(); got != 7 {
 		t.Fatalf("exit %d, want the app's 7\n%s", got, g.stderr)
 	}

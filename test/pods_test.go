@@ -202,8 +202,10 @@ func TestPodCheckAndWait(t *testing.T) {
 		t.Errorf("check before ready: exit %d, want 1\n%s", res.Code, res.Stderr)
 	}
 	// As a postStart hook: waits until ready.
-	hook := mp.Start(mp.app("hook", true, []string{"/meshgate/meshgate", "wait", "--timeout", "20s"}))
-	if err := hook.WaitOutput(`"msg":"waiting for proxy"`, 10*time.Second); err != nil {
+	hook := mp.Start(mp.app("hook", true, []string{"/meshgate/meshgate", "wait", "--timeout", "20s", "--log-level", "debug"}))
+	// Not "waiting for proxy": that line comes before the first attempt.
+	// An attempt has been answered "not ready" once this one is logged.
+	if err := hook.WaitOutput(`"msg":"proxy not ready"`, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if err := mp.proxy.Kill(syscall.SIGUSR1); err != nil {
