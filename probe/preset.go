@@ -9,7 +9,9 @@ import (
 type Preset struct {
 	Name  string
 	Ready string // the readiness probe spec
-	Quit  string // where a POST makes the proxy exit, for Jobs
+	Quit  string // where a POST makes the proxy exit, for Jobs; empty: none
+	// NoQuit says why a mesh has no quit endpoint and what to do instead.
+	NoQuit string
 }
 
 // Presets lists the meshes that --preset knows, in the order of the docs.
@@ -29,8 +31,18 @@ func Presets() []Preset {
 		// which answers 200 even when Envoy never became ready.
 		// The quit port is consul-k8s's default for consul-dataplane.
 		{Name: "consul", Ready: "http://127.0.0.1:19000/ready", Quit: "http://127.0.0.1:20600/graceful_shutdown"},
-		// kuma-dp's Envoy admin listener.
-		{Name: "kuma", Ready: "http://localhost:9901/ready", Quit: "http://localhost:9901/quitquitquit"},
+		// kuma-dp's own readiness server (KUMA_READINESS_PORT, 9902 by
+		// default, since Kuma 2.9). Where Envoy's admin is on a Unix
+		// socket (the Kubernetes default since 2.12) it proxies /ready to
+		// Envoy's, and since 3.0 it does so whatever the admin transport:
+		// ready once Envoy has its configuration. In 2.9 to 2.11 with
+		// admin on TCP it answered as soon as kuma-dp was up; those want
+		// --probe http://localhost:9901/ready. It serves /ready and
+		// nothing else, and Envoy's admin may not listen on TCP at all:
+		// there is no quit endpoint to rely on.
+		{Name: "kuma", Ready: "http://localhost:9902/ready",
+			NoQuit: "current Kuma has no HTTP quit endpoint (Envoy's admin is on a Unix socket, and kuma-dp's readiness port serves /ready only): " +
+				"run kuma-sidecar as a native sidecar so the kubelet stops it, or give --quit-url where Envoy's admin listens on TCP (http://localhost:9901/quitquitquit)"},
 	}
 }
 

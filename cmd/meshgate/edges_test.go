@@ -205,3 +205,26 @@ func TestInsecureQuitURL(t *testing.T) {
 		t.Errorf("quit of a self-signed endpoint without it = %d, want 1 naming the certificate\n%s", code, stderr.String())
 	}
 }
+
+// The kuma preset probes kuma-dp's readiness port, and refuses a quit it
+// cannot send, at once, saying what to do instead.
+func TestKumaPreset(t *testing.T) {
+	cfg, err := parse([]string{"check", "--preset", "kuma"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if probes, err := buildProbes(cfg); err != nil || len(probes) != 1 || probes[0].String() != "http://localhost:9902/ready" {
+		t.Errorf("check --preset kuma probes %v (%v), want kuma-dp's readiness port 9902", probes, err)
+	}
+	for _, args := range [][]string{{"--quit", "--preset", "kuma", "--", "/app"}, {"quit", "--preset", "kuma"}} {
+		var stderr bytes.Buffer
+		code := run(context.Background(), args, nil, &bytes.Buffer{}, &stderr, signals{})
+		if code != 2 || !strings.Contains(stderr.String(), "native sidecar") {
+			t.Errorf("run(%q) = %d, %s; want 2 saying to use a native sidecar", args, code, stderr.String())
+		}
+	}
+	// A quit URL of one's own still goes with the preset's probe.
+	if _, err := parse([]string{"--preset", "kuma", "--quit-url", "http://localhost:9901/quitquitquit", "--", "/app"}, nil); err != nil {
+		t.Errorf("--preset kuma with --quit-url: %v", err)
+	}
+}

@@ -328,6 +328,9 @@ func quitURLs(cfg config) ([]*url.URL, error) {
 		if err != nil {
 			return nil, gate.Usage(err)
 		}
+		if p.Quit == "" {
+			return nil, gate.Usagef("preset %s: %s", p.Name, p.NoQuit)
+		}
 		specs = []string{p.Quit}
 	}
 	var urls []*url.URL
