@@ -384,3 +384,31 @@ func TestDecodeStrict(t *testing.T) {
 		})
 	}
 }
+
+// What the manifests' comments say of the image is what the Dockerfile
+// builds: its entrypoint.
+func TestCommentsNameTheImagesEntrypoint(t *testing.T) {
+	df, err := os.ReadFile("../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := regexp.MustCompile(`(?m)^ENTRYPOINT \["([^"]+)"\]`).FindAllStringSubmatch(string(df), -1)
+	if len(entry) == 0 {
+		t.Fatal("no ENTRYPOINT in the Dockerfile")
+	}
+	files, _ := filepath.Glob("*/*.yaml")
+	claim := regexp.MustCompile(`entrypoint is (\S+?);`)
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range claim.FindAllStringSubmatch(string(b), -1) {
+			for _, e := range entry {
+				if m[1] != e[1] {
+					t.Errorf("%s says the image's entrypoint is %s; the Dockerfile's is %s", f, m[1], e[1])
+				}
+			}
+		}
+	}
+}
