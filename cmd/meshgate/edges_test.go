@@ -228,3 +228,16 @@ func TestKumaPreset(t *testing.T) {
 		t.Errorf("--preset kuma with --quit-url: %v", err)
 	}
 }
+
+// The help says exactly what is forwarded: the stop signals always, plus
+// the list.
+func TestHelpSaysWhatIsForwarded(t *testing.T) {
+	var stdout bytes.Buffer
+	run(context.Background(), []string{"--help"}, nil, &stdout, &bytes.Buffer{}, signals{})
+	help := strings.Join(strings.Fields(stdout.String()), " ")
+	for _, want := range []string{"besides TERM, INT, HUP and QUIT, which always are", "empty: no others"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("--help does not say %q:\n%s", want, stdout.String())
+		}
+	}
+}

@@ -95,7 +95,9 @@ func modes() []mode {
 		{name: "", synopsis: "meshgate [flags] -- COMMAND [ARG...]", probes: true, waits: true, quits: true, flags: true,
 			about: "Wait until the mesh proxy is ready, then replace meshgate with COMMAND (same PID,\n" +
 				"same stdio, argv and environment as given). With --quit or --quit-url, run COMMAND as a\n" +
-				"child instead, forward signals to it, and tell the proxy to quit when it ends (Jobs)."},
+				"child instead, in a process group of its own, forward TERM, INT, HUP and QUIT and the\n" +
+				"--forward-signals to it, and tell the proxy to quit when it ends (Jobs). Signals other\n" +
+				"than those four that come before COMMAND runs are dropped."},
 		{name: "wait", synopsis: "meshgate wait [flags]", probes: true, waits: true, flags: true,
 			about: "Wait until the mesh proxy is ready, then exit 0 (postStart hooks, scripts)."},
 		{name: "check", synopsis: "meshgate check [flags]", probes: true, flags: true,

@@ -34,7 +34,8 @@
 // addresses and is never looked up, so images without /etc/hosts work.
 //
 // Every flag can also be set through MESHGATE_<FLAG> (MESHGATE_TIMEOUT=30s,
-// MESHGATE_PROBE=a,b); the command line wins. MESHGATE_DISABLED=true skips
+// MESHGATE_PROBE=a,b); the command line wins as a whole (a --preset given
+// there beats MESHGATE_PROBE), and within one source --probe beats --preset. MESHGATE_DISABLED=true skips
 // the wait (not the quit). meshgate logs to stderr only (JSON, or --log-format console).
 //
 // Exit codes:
@@ -48,7 +49,8 @@
 //	69      the proxy was not ready within --timeout (EX_UNAVAILABLE)
 //	126     the command was found but cannot be executed (e.g. a directory)
 //	127     the command was not found
-//	128+N   signal N (SIGTERM, SIGINT, SIGHUP, SIGQUIT) arrived while waiting
+//	128+N   signal N (SIGTERM, SIGINT, SIGHUP, SIGQUIT) arrived while waiting,
+//	        before the command started, or during quit or install
 package main
 
 import (
