@@ -99,8 +99,6 @@ func execClean(path string, argv, env []string, last func() error) error {
 	if err := clearSignalMask(); err != nil {
 		return err
 	}
-	ignored := unignoreSignals()
-	defer reignoreSignals(ignored)
 	if os.Getpid() != 1 {
 		// From here on a stop signal ends the process by the kernel's
 		// own default action, with the status that says so, before or
@@ -112,7 +110,12 @@ func execClean(path string, argv, env []string, last func() error) error {
 	if err := last(); err != nil {
 		return err
 	}
-	return syscall.Exec(path, argv, env)
+	// After last: releasing the signals gives back those our parent
+	// ignored (SIGHUP and SIGINT under nohup) to their ignored state.
+	ignored := unignoreSignals()
+	err := syscall.Exec(path, argv, env)
+	reignoreSignals(ignored)
+	return err
 }
 
 // defaultStopSignals sets the stop signals to their default action.

@@ -60,6 +60,12 @@ type Gate struct {
 	// instead of being caught and lost in execve. main passes
 	// signal.Stop on the channel; nil does nothing.
 	Release func()
+	// Settle is called by Supervise before its last look at Signals: it
+	// must return once every signal caught so far is in the channel,
+	// without stopping the delivery. main passes a Notify and Stop of a
+	// spare channel (signal.Stop waits for delivery to be idle); nil
+	// does nothing.
+	Settle func()
 	// Log receives the gate's log lines; nil discards them.
 	Log *zap.Logger
 	// Now tells the time; nil means time.Now.

@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"unsafe"
 
@@ -63,16 +65,8 @@ func (g *Gate) Supervise(argv, env []string) error {
 	// the command must not start (exit 128+N); another is dropped, as
 	// during the wait. From here to the start nothing can block; a signal
 	// that comes in that moment is forwarded to the command just started.
-	for pending := true; pending; {
-		select {
-		case s := <-g.Signals:
-			if isStop(s) {
-				return signalExit(s)
-			}
-			g.dropSignal(s)
-		default:
-			pending = false
-		}
+	if err := g.lastLookSupervised(); err != nil {
+		return err
 	}
 	start := g.Start
 	if start == nil {
@@ -96,6 +90,103 @@ func (g *Gate) Supervise(argv, env []string) error {
 			forward(cmd.Process, s, log)
 		}
 	}
+}
+
+// lastLookSupervised takes every signal that came before now: one the
+// kernel still holds for us, one a thread is handling, and those in
+// Signals. The signals stay routed to Signals, for forwarding once the
+// command runs; Settle (signal delivery idle) stands in for the hand-off
+// that Exec can make.
+func (g *Gate) lastLookSupervised() error {
+	pending := kernelPendingStop()
+	// A thread that took a signal from the kernel before that look runs
+	// the handler at once, unless the machine is busy and it waits for a
+	// processor between the two: it is runnable then. Once no other
+	// thread of ours is, every signal taken has reached the runtime, and
+	// Settle sees it into Signals.
+	othersAsleep()
+	if g.Settle != nil {
+		g.Settle()
+	}
+	for {
+		var s os.Signal
+		select {
+		case s = <-g.Signals:
+		default:
+			if !pending {
+				return nil
+			}
+			// The kernel had a stop signal for us that no thread had
+			// taken yet: it is on its way.
+			s = <-g.Signals
+		}
+		if isStop(s) {
+			return signalExit(s)
+		}
+		g.dropSignal(s)
+	}
+}
+
+// othersAsleep waits, for a bounded number of looks, until no thread of
+// the process but the caller's is running or waiting to run.
+func othersAsleep() {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	self := strconv.Itoa(syscall.Gettid())
+	for range 2000 {
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return // no /proc: nothing to look at
+		}
+		busy := false
+		for _, t := range tasks {
+			if t.Name() == self {
+				continue
+			}
+			b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/stat")
+			if i := strings.LastIndexByte(string(b), ')'); err == nil && i+2 < len(b) && b[i+2] == 'R' {
+				busy = true
+				break
+			}
+		}
+		if !busy {
+			return
+		}
+		syscall.Syscall(syscall.SYS_SCHED_YIELD, 0, 0, 0)
+	}
+}
+
+// kernelPendingStop reports whether a stop signal has been sent to the
+// process and not yet taken by any thread. /proc/self/status lists those
+// (ShdPnd) whatever the threads block; without /proc, rt_sigpending does,
+// for the signals the calling thread blocks, so this thread blocks the
+// stop signals while it asks.
+func kernelPendingStop() bool {
+	var stop uint64
+	for _, s := range StopSignals() {
+		stop |= 1 << (s.(syscall.Signal) - 1)
+	}
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "ShdPnd:"); ok {
+				set, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+				return err == nil && set&stop != 0
+			}
+		}
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var old, set uint64
+	const sigBlock, sigSetMask = 0, 2
+	if _, _, e := syscall.RawSyscall6(syscall.SYS_RT_SIGPROCMASK, sigBlock, uintptr(unsafe.Pointer(&stop)),
+		uintptr(unsafe.Pointer(&old)), 8, 0, 0); e != 0 {
+		return false
+	}
+	_, _, e := syscall.RawSyscall(syscall.SYS_RT_SIGPENDING, uintptr(unsafe.Pointer(&set)), 8, 0)
+	// Unblocked again, a stop signal pending for this thread alone is
+	// taken here, by the Go runtime, into Signals.
+	syscall.RawSyscall6(syscall.SYS_RT_SIGPROCMASK, sigSetMask, uintptr(unsafe.Pointer(&old)), 0, 8, 0, 0)
+	return e == 0 && set&stop != 0
 }
 
 // foregroundTerminal reports whether stdin is our controlling terminal

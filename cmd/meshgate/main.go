@@ -59,6 +59,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"syscall"
 
 	"github.com/meshgate/meshgate/gate"
 )
@@ -85,6 +86,14 @@ func main() {
 	// Catching these also makes them reach us as PID 1, and exec resets
 	// caught signals to their defaults for the command.
 	signal.Notify(c, gate.StopSignals()...)
-	sigs := signals{C: c, Notify: func(s ...os.Signal) { signal.Notify(c, s...) }, Stop: func() { signal.Stop(c) }}
+	sigs := signals{C: c, Notify: func(s ...os.Signal) { signal.Notify(c, s...) }, Stop: func() { signal.Stop(c) },
+		Settle: func() {
+			// signal.Stop waits until every signal caught so far has been
+			// handed to its channels; stopping a spare channel that wants
+			// what c wants too disables nothing.
+			spare := make(chan os.Signal, 1)
+			signal.Notify(spare, syscall.SIGTERM)
+			signal.Stop(spare)
+		}}
 	os.Exit(run(context.Background(), os.Args[1:], os.Environ(), os.Stdout, os.Stderr, sigs))
 }

@@ -30,6 +30,9 @@ type signals struct {
 	// Stop ends the delivery of signals to C, once all caught so far are
 	// in it (signal.Stop); nil does nothing.
 	Stop func()
+	// Settle returns once all signals caught so far are in C, without
+	// stopping the delivery; nil does nothing.
+	Settle func()
 }
 
 // run is meshgate from the command line to the exit code. In wrap mode it
@@ -147,6 +150,7 @@ func start(ctx context.Context, cfg config, environ []string, log *zap.Logger, s
 		},
 		Signals: sigs.C,
 		Release: sigs.Stop,
+		Settle:  sigs.Settle,
 		Log:     log,
 	}
 	switch cfg.mode {
