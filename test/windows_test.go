@@ -253,7 +253,7 @@ func TestTerminalForegroundIsTheCommands(t *testing.T) {
 	_, ready, quit := proxy(t, "200", "200", false)
 	g := &gate{t: t, report: filepath.Join(t.TempDir(), "report.json"), stderr: newLogTail()}
 	g.cmd = exec.Command(bins.meshgate, "--probe", ready, "--quit-url", quit, "--", bins.app)
-	g.cmd.Env = []string{"APP_REPORT=" + g.report, "APP_SIGNALS=1"}
+	g.cmd.Env = []string{"APP_REPORT=" + g.report, "APP_SIGNALS=1", "GODEBUG=asyncpreemptoff=1"} // no SIGURG of its own runtime
 	g.cmd.Stdin, g.cmd.Stdout, g.cmd.Stderr = follower, follower, g.stderr
 	g.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
 	if err := g.cmd.Start(); err != nil {
