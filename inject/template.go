@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/kustomize/kyaml/yaml"
+
+	"github.com/meshgate/meshgate/probe"
 )
 
 // proxies are the containers of known mesh proxies, by the mesh whose
@@ -162,6 +164,12 @@ func Template(ctx context.Context, tmpl *yaml.RNode, jobLike bool, opts Options)
 	prefix := []string{Gate}
 	if preset != "" {
 		prefix = append(prefix, "--preset", preset)
+	}
+	if p, err := probe.LookupPreset(preset); jobLike && err == nil && p.Quit == "" {
+		// The mesh has no quit endpoint meshgate could use: --quit would
+		// be refused. The sidecar has to stop some other way.
+		res.note("no --quit for this Job-like pod: %s", p.NoQuit)
+		jobLike = false
 	}
 	if jobLike {
 		prefix = append(prefix, "--quit")
