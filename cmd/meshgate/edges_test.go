@@ -200,7 +200,9 @@ func TestInsecureQuitURL(t *testing.T) {
 		t.Errorf("quit of a self-signed endpoint with --insecure-skip-verify = %d after %d requests, want 0 after 1\n%s", code, quits, stderr.String())
 	}
 	stderr.Reset()
-	if code := run(context.Background(), []string{"quit", "--quit-url", srv.URL + "/quitquitquit", "--quit-timeout", "1s"},
+	// The default limit (10s) leaves the three quick refusals their own
+	// error, however busy the machine.
+	if code := run(context.Background(), []string{"quit", "--quit-url", srv.URL + "/quitquitquit"},
 		nil, &bytes.Buffer{}, &stderr, signals{}); code != 1 || !strings.Contains(stderr.String(), "certificate") {
 		t.Errorf("quit of a self-signed endpoint without it = %d, want 1 naming the certificate\n%s", code, stderr.String())
 	}
