@@ -430,10 +430,10 @@ func TestSignalDuringTheQuit(t *testing.T) {
 	if code := g.wait(); code != 6 {
 		t.Errorf("exit %d, want the app's 6\n%s", code, g.stderr)
 	}
-	// Each request may hang for 2s; a quit left one more second after
-	// the signal makes no second one.
-	if n := e.Quits(); n != 1 {
-		t.Errorf("%d quit requests, want 1: the signal must cut the quit short\n%s", n, g.stderr)
+	// Each request may hang for 2s, and three are made without the
+	// signal; with one more second after it, at most two.
+	if n := e.Quits(); n > 2 || len(g.logs("stop signal during the quit; giving it at most 1s more")) != 1 {
+		t.Errorf("%d quit requests, want at most 2, and a line saying the quit was cut short\n%s", n, g.stderr)
 	}
 }
 
