@@ -49,6 +49,9 @@ func (in *Installer) Install(ctx context.Context, dest string) (Installed, error
 	if err != nil {
 		return Installed{}, err
 	}
+	if cause := stopped(ctx); cause != nil {
+		return Installed{}, cause
+	}
 	src, err := in.self()
 	if err != nil {
 		return Installed{}, fmt.Errorf("open own executable: %w", err)

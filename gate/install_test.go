@@ -387,3 +387,41 @@ func TestOpenSelf(t *testing.T) {
 		t.Errorf("openSelf opened %s, want the test binary %s", f.Name(), exe)
 	}
 }
+
+// A cancelled install stops in mid-copy, removes its temporary file and
+// leaves the earlier install as it was; the error is the cancel's cause.
+func TestInstallCancelledMidCopy(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := fakeSelf(t, []byte("v1")).Install(context.Background(), dir); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	stop := Usagef("stopped") // any cause: the signal's, in meshgate
+	src := &cancelReader{chunk: []byte("binary v2, first part"), cancel: func() { cancel(stop) }}
+	_, err := installFrom(src).Install(ctx, dir)
+	if err != stop {
+		t.Errorf("Install = %v, want the cause %v", err, stop)
+	}
+	entries, _ := os.ReadDir(dir)
+	got, _ := os.ReadFile(filepath.Join(dir, InstallName))
+	if len(entries) != 1 || string(got) != "v1" {
+		t.Errorf("after the cancel: %d entries, %s = %q; want only the earlier install", len(entries), InstallName, got)
+	}
+}
+
+// cancelReader gives one chunk, cancels, and would then go on for ever.
+type cancelReader struct {
+	chunk  []byte
+	cancel func()
+	n      int
+}
+
+func (c *cancelReader) Read(p []byte) (int, error) {
+	c.n++
+	if c.n == 2 {
+		c.cancel()
+	}
+	return copy(p, c.chunk), nil
+}
+
+func (c *cancelReader) Close() error { return nil }

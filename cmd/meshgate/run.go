@@ -261,6 +261,26 @@ func stopOnSignal(ctx context.Context, c <-chan os.Signal, onStop func(context.C
 	if c == nil {
 		return ctx, func() { cancel(nil) }
 	}
+	stop := func(s os.Signal) {
+		if onStop != nil {
+			onStop(cancel, s)
+		} else {
+			cancel(gate.SignalExit(s))
+		}
+	}
+	// A stop signal that came before the watch ends ctx before any work
+	// starts, not whenever the watcher gets to run.
+	for pending := true; pending; {
+		select {
+		case s := <-c:
+			if isStop(s) {
+				stop(s)
+				return ctx, func() { cancel(nil) }
+			}
+		default:
+			pending = false
+		}
+	}
 	quit, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
@@ -270,11 +290,7 @@ func stopOnSignal(ctx context.Context, c <-chan os.Signal, onStop func(context.C
 				if !isStop(s) {
 					continue
 				}
-				if onStop != nil {
-					onStop(cancel, s)
-				} else {
-					cancel(gate.SignalExit(s))
-				}
+				stop(s)
 				return
 			case <-quit:
 				return
