@@ -1,0 +1,204 @@
+package webhook
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	k8sauthn "github.com/google/go-containerregistry/pkg/authn/kubernetes"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+)
+
+// SecretGetter reads one Secret; the webhook's RBAC lets it get secrets and
+// nothing else.
+type SecretGetter func(ctx context.Context, namespace, name string) (*corev1.Secret, error)
+
+// Registry reads ENTRYPOINT and CMD from image configs in their
+// registries, with the credentials of the pod's imagePullSecrets (and
+// anonymously where none fits), and keeps them by image digest: a tag is
+// resolved to its digest on each admission (with the pod's credentials, so
+// a tag that moved is seen and a pod without access learns nothing), a
+// digest already read costs no further request.
+type Registry struct {
+	// Secrets reads the pull secrets; nil means no credentials.
+	Secrets SecretGetter
+	// Platform picks the image of a multi-platform index; nil means
+	// linux/amd64.
+	Platform *v1.Platform
+	// Transport is nil for remote.DefaultTransport.
+	Transport http.RoundTripper
+	// MaxEntries bounds the cache; zero means 4096.
+	MaxEntries int
+	// Options are extra options for every registry request (tests use
+	// remote.WithRetryBackoff).
+	Options []remote.Option
+
+	mu    sync.Mutex
+	cache map[string]imageConfig // by digest and platform
+	order []string               // cache keys, oldest first
+}
+
+type imageConfig struct{ entrypoint, cmd []string }
+
+// For returns the resolver for one pod of namespace with the named
+// imagePullSecrets. Secrets are read when the first look-up needs them.
+func (r *Registry) For(namespace string, pullSecrets []string) Resolver {
+	return &podResolver{reg: r, namespace: namespace, secrets: pullSecrets}
+}
+
+func (r *Registry) platform() v1.Platform {
+	if r.Platform == nil {
+		return v1.Platform{OS: "linux", Architecture: "amd64"}
+	}
+	return *r.Platform
+}
+
+func (r *Registry) get(key string) (imageConfig, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c, ok := r.cache[key]
+	return c, ok
+}
+
+func (r *Registry) put(key string, c imageConfig) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cache == nil {
+		r.cache = map[string]imageConfig{}
+	}
+	if _, ok := r.cache[key]; ok {
+		return
+	}
+	max := r.MaxEntries
+	if max <= 0 {
+		max = 4096
+	}
+	for len(r.order) >= max {
+		delete(r.cache, r.order[0])
+		r.order = r.order[1:]
+	}
+	r.cache[key] = c
+	r.order = append(r.order, key)
+}
+
+// Len tells how many image configs the cache holds.
+func (r *Registry) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.cache)
+}
+
+// podResolver is the Registry seen by one pod.
+type podResolver struct {
+	reg       *Registry
+	namespace string
+	secrets   []string
+
+	once     sync.Once
+	keychain authn.Keychain
+	kcErr    error
+}
+
+// keys reads the pod's pull secrets once. A secret that does not exist is
+// skipped, as the kubelet skips it; any other error fails the look-ups.
+func (p *podResolver) keys(ctx context.Context) (authn.Keychain, error) {
+	p.once.Do(func() {
+		if p.reg.Secrets == nil || len(p.secrets) == 0 {
+			p.keychain = authn.NewMultiKeychain() // anonymous
+			return
+		}
+		var secrets []corev1.Secret
+		for _, n := range p.secrets {
+			s, err := p.reg.Secrets(ctx, p.namespace, n)
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			if err != nil {
+				p.kcErr = fmt.Errorf("pull secret %s/%s: %w", p.namespace, n, err)
+				return
+			}
+			secrets = append(secrets, *s)
+		}
+		p.keychain, p.kcErr = k8sauthn.NewFromPullSecrets(ctx, secrets)
+	})
+	return p.keychain, p.kcErr
+}
+
+// ImageConfig reads image's ENTRYPOINT and CMD: from the cache when its
+// digest was read before, else from its config in the registry.
+func (p *podResolver) ImageConfig(ctx context.Context, image string) ([]string, []string, error) {
+	ref, err := name.ParseReference(image)
+	if err != nil {
+		return nil, nil, fmt.Errorf("image %q: %w", image, err)
+	}
+	plat := p.reg.platform()
+	if d, ok := ref.(name.Digest); ok {
+		if c, ok := p.reg.get(cacheKey(d.DigestStr(), plat)); ok {
+			return c.entrypoint, c.cmd, nil
+		}
+	}
+	kc, err := p.keys(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := append([]remote.Option{
+		remote.WithContext(ctx),
+		remote.WithAuthFromKeychain(kc),
+		remote.WithPlatform(plat),
+	}, p.reg.Options...)
+	if p.reg.Transport != nil {
+		opts = append(opts, remote.WithTransport(p.reg.Transport))
+	}
+	digest, ok := ref.(name.Digest)
+	if !ok {
+		desc, err := remote.Head(ref, opts...)
+		if err != nil {
+			return nil, nil, explain(err)
+		}
+		digest = ref.Context().Digest(desc.Digest.String())
+		if c, ok := p.reg.get(cacheKey(desc.Digest.String(), plat)); ok {
+			return c.entrypoint, c.cmd, nil
+		}
+	}
+	img, err := remote.Image(digest, opts...)
+	if err != nil {
+		return nil, nil, explain(err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, nil, explain(err)
+	}
+	c := imageConfig{entrypoint: cfg.Config.Entrypoint, cmd: cfg.Config.Cmd}
+	p.reg.put(cacheKey(digest.DigestStr(), plat), c)
+	return c.entrypoint, c.cmd, nil
+}
+
+func cacheKey(digest string, p v1.Platform) string {
+	return digest + " " + p.String()
+}
+
+// explain keeps the first line of a registry error, which is what a
+// warning line can hold; errors.Is still sees the cause.
+func explain(err error) error {
+	msg := err.Error()
+	i := strings.IndexByte(msg, '\n')
+	if i < 0 {
+		return err
+	}
+	return firstLine{msg[:i], err}
+}
+
+type firstLine struct {
+	msg string
+	err error
+}
+
+func (e firstLine) Error() string { return e.msg }
+func (e firstLine) Unwrap() error { return e.err }
