@@ -22,10 +22,10 @@ type SecretGetter func(ctx context.Context, namespace, name string) (*corev1.Sec
 
 // Registry reads ENTRYPOINT and CMD from image configs in their
 // registries, with the credentials of the pod's imagePullSecrets (and
-// anonymously where none fits), and keeps them by image digest: a tag is
-// resolved to its digest on each admission (with the pod's credentials, so
-// a tag that moved is seen and a pod without access learns nothing), a
-// digest already read costs no further request.
+// anonymously where none fits), and keeps them by image digest. A tag is
+// resolved to its digest on each admission, one manifest request made with
+// the pod's credentials, so that a tag that moved is seen and a pod without
+// access learns nothing; a digest already read costs no request at all.
 type Registry struct {
 	// Secrets reads the pull secrets; nil means no credentials.
 	Secrets SecretGetter
@@ -156,18 +156,17 @@ func (p *podResolver) ImageConfig(ctx context.Context, image string) ([]string, 
 	if p.reg.Transport != nil {
 		opts = append(opts, remote.WithTransport(p.reg.Transport))
 	}
-	digest, ok := ref.(name.Digest)
-	if !ok {
-		desc, err := remote.Head(ref, opts...)
-		if err != nil {
-			return nil, nil, explain(err)
-		}
-		digest = ref.Context().Digest(desc.Digest.String())
-		if c, ok := p.reg.get(cacheKey(desc.Digest.String(), plat)); ok {
-			return c.entrypoint, c.cmd, nil
-		}
+	// A GET of the manifest (not a HEAD, whose refusals carry no reason)
+	// resolves a tag to its digest.
+	desc, err := remote.Get(ref, opts...)
+	if err != nil {
+		return nil, nil, explain(err)
 	}
-	img, err := remote.Image(digest, opts...)
+	key := cacheKey(desc.Digest.String(), plat)
+	if c, ok := p.reg.get(key); ok {
+		return c.entrypoint, c.cmd, nil
+	}
+	img, err := desc.Image() // the platform's image of an index
 	if err != nil {
 		return nil, nil, explain(err)
 	}
@@ -176,7 +175,7 @@ func (p *podResolver) ImageConfig(ctx context.Context, image string) ([]string, 
 		return nil, nil, explain(err)
 	}
 	c := imageConfig{entrypoint: cfg.Config.Entrypoint, cmd: cfg.Config.Cmd}
-	p.reg.put(cacheKey(digest.DigestStr(), plat), c)
+	p.reg.put(key, c)
 	return c.entrypoint, c.cmd, nil
 }
 

@@ -24,6 +24,8 @@ type Server struct {
 	// failing, so that endpoints drop the pod before it stops listening;
 	// then open requests get up to Grace to finish. Zero means none.
 	Drain, Grace time.Duration
+	// After is nil for time.After; it times the drain.
+	After func(time.Duration) <-chan time.Time
 
 	draining atomic.Bool
 }
@@ -81,10 +83,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 	s.draining.Store(true)
+	after := s.After
+	if after == nil {
+		after = time.After
+	}
 	if s.Drain > 0 {
 		log.Info("draining", zap.Duration("for", s.Drain))
 		select {
-		case <-time.After(s.Drain):
+		case <-after(s.Drain):
 		case err := <-errc:
 			return err
 		}

@@ -6,6 +6,8 @@ package registry
 import (
 	"crypto/subtle"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -41,7 +43,7 @@ type Registry struct {
 func Start(t testing.TB, user, pass string) *Registry {
 	t.Helper()
 	r := &Registry{user: user, pass: pass}
-	inner := ggcr.New(ggcr.Logger(nil))
+	inner := ggcr.New(ggcr.Logger(log.New(io.Discard, "", 0)))
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if r.user != "" {
 			u, p, ok := req.BasicAuth()
