@@ -25,6 +25,9 @@ const usage = `meshgate-inject wires meshgate into Kubernetes manifests.
 Usage:
   meshgate-inject [flags] [FILE|DIR|-]...     rewrite manifests, write them to stdout
   meshgate-inject --uninject [FILE|DIR|-]...  take the wiring out again
+  meshgate-inject webhook --tls-cert FILE --tls-key FILE [flags]
+                                              serve it as a mutating admission webhook
+                                              (meshgate-inject webhook --help)
 
 With no FILE, or with -, it reads standard input (as a Helm post-renderer).
 A KRM ResourceList on standard input is handled as a kustomize function.
@@ -38,7 +41,12 @@ type usageError struct{ error }
 // run is the whole program: flags, inputs, output. resolver replaces the
 // registry in tests; nil means the real one.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, resolver inject.Resolver) int {
-	err := rewrite(ctx, args, stdin, stdout, stderr, resolver)
+	var err error
+	if len(args) > 0 && args[0] == "webhook" {
+		err = serveWebhook(ctx, args[1:], stdout, stderr)
+	} else {
+		err = rewrite(ctx, args, stdin, stdout, stderr, resolver)
+	}
 	var ue usageError
 	switch {
 	case err == nil:

@@ -32,11 +32,13 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/kustomize/kyaml/yaml"
+
+	"github.com/meshgate/meshgate/inject"
 )
 
 // AnnotationInject opts a pod in ("true", in a namespace without the
 // label) or out ("false").
-const AnnotationInject = "meshgate.io/inject"
+const AnnotationInject = inject.AnnotationInject
 
 // maxReview bounds the body of a review. The API server refuses objects
 // over 3 MiB; an AdmissionReview of a pod holds it once (oldObject is empty

@@ -10,10 +10,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	k8sauthn "github.com/google/go-containerregistry/pkg/authn/kubernetes"
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/meshgate/meshgate/inject"
 )
 
 // SecretGetter reads one Secret; the webhook's RBAC lets it get secrets and
@@ -29,15 +30,16 @@ type SecretGetter func(ctx context.Context, namespace, name string) (*corev1.Sec
 type Registry struct {
 	// Secrets reads the pull secrets; nil means no credentials.
 	Secrets SecretGetter
-	// Platform picks the image of a multi-platform index; nil means
-	// linux/amd64.
-	Platform *v1.Platform
+	// Platform ("linux/arm64") picks the image of a multi-platform index;
+	// "" means every linux image of the index, which must agree, as
+	// meshgate-inject --resolve reads them.
+	Platform string
 	// Transport is nil for remote.DefaultTransport.
 	Transport http.RoundTripper
 	// MaxEntries bounds the cache; zero means 4096.
 	MaxEntries int
-	// Options are extra options for every registry request (tests use
-	// remote.WithRetryBackoff).
+	// Options are extra options for the request that resolves a tag
+	// (tests use remote.WithRetryBackoff).
 	Options []remote.Option
 
 	mu    sync.Mutex
@@ -51,13 +53,6 @@ type imageConfig struct{ entrypoint, cmd []string }
 // imagePullSecrets. Secrets are read when the first look-up needs them.
 func (r *Registry) For(namespace string, pullSecrets []string) Resolver {
 	return &podResolver{reg: r, namespace: namespace, secrets: pullSecrets}
-}
-
-func (r *Registry) platform() v1.Platform {
-	if r.Platform == nil {
-		return v1.Platform{OS: "linux", Architecture: "amd64"}
-	}
-	return *r.Platform
 }
 
 func (r *Registry) get(key string) (imageConfig, bool) {
@@ -132,15 +127,15 @@ func (p *podResolver) keys(ctx context.Context) (authn.Keychain, error) {
 }
 
 // ImageConfig reads image's ENTRYPOINT and CMD: from the cache when its
-// digest was read before, else from its config in the registry.
+// digest was read before, else from its config in the registry, the way
+// meshgate-inject --resolve reads it.
 func (p *podResolver) ImageConfig(ctx context.Context, image string) ([]string, []string, error) {
 	ref, err := name.ParseReference(image)
 	if err != nil {
 		return nil, nil, fmt.Errorf("image %q: %w", image, err)
 	}
-	plat := p.reg.platform()
 	if d, ok := ref.(name.Digest); ok {
-		if c, ok := p.reg.get(cacheKey(d.DigestStr(), plat)); ok {
+		if c, ok := p.reg.get(cacheKey(d.DigestStr(), p.reg.Platform)); ok {
 			return c.entrypoint, c.cmd, nil
 		}
 	}
@@ -148,39 +143,35 @@ func (p *podResolver) ImageConfig(ctx context.Context, image string) ([]string, 
 	if err != nil {
 		return nil, nil, err
 	}
-	opts := append([]remote.Option{
-		remote.WithContext(ctx),
-		remote.WithAuthFromKeychain(kc),
-		remote.WithPlatform(plat),
-	}, p.reg.Options...)
-	if p.reg.Transport != nil {
-		opts = append(opts, remote.WithTransport(p.reg.Transport))
+	digest, ok := ref.(name.Digest)
+	if !ok {
+		// A GET of the manifest (not a HEAD, whose refusals carry no
+		// reason) resolves the tag to its digest.
+		opts := append([]remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(kc)}, p.reg.Options...)
+		if p.reg.Transport != nil {
+			opts = append(opts, remote.WithTransport(p.reg.Transport))
+		}
+		desc, err := remote.Get(ref, opts...)
+		if err != nil {
+			return nil, nil, explain(err)
+		}
+		digest = ref.Context().Digest(desc.Digest.String())
 	}
-	// A GET of the manifest (not a HEAD, whose refusals carry no reason)
-	// resolves a tag to its digest.
-	desc, err := remote.Get(ref, opts...)
-	if err != nil {
-		return nil, nil, explain(err)
-	}
-	key := cacheKey(desc.Digest.String(), plat)
+	key := cacheKey(digest.DigestStr(), p.reg.Platform)
 	if c, ok := p.reg.get(key); ok {
 		return c.entrypoint, c.cmd, nil
 	}
-	img, err := desc.Image() // the platform's image of an index
+	read := &inject.Registry{Keychain: kc, Transport: p.reg.Transport}
+	ep, cmd, err := read.ImageConfigPlatform(ctx, digest.String(), p.reg.Platform)
 	if err != nil {
 		return nil, nil, explain(err)
 	}
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		return nil, nil, explain(err)
-	}
-	c := imageConfig{entrypoint: cfg.Config.Entrypoint, cmd: cfg.Config.Cmd}
-	p.reg.put(key, c)
-	return c.entrypoint, c.cmd, nil
+	p.reg.put(key, imageConfig{entrypoint: ep, cmd: cmd})
+	return ep, cmd, nil
 }
 
-func cacheKey(digest string, p v1.Platform) string {
-	return digest + " " + p.String()
+func cacheKey(digest, platform string) string {
+	return digest + " " + platform
 }
 
 // explain keeps the first line of a registry error, which is what a
