@@ -104,3 +104,11 @@ kube-bins:
 		echo "kube-bins: building kube-apiserver $(KUBE_VERSION) (about 10 minutes cold)" && \
 		cd test/kube/apiserver && CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(KUBE_LDFLAGS)" -o $(KUBE_BINS)/kube-apiserver.tmp k8s.io/kubernetes/cmd/kube-apiserver && \
 		mv $(KUBE_BINS)/kube-apiserver.tmp $(KUBE_BINS)/kube-apiserver; fi
+
+# Admits BENCH_PODS pods (default 500) through a real API server and
+# meshgate-inject's webhook, with a warm cache, and prints the webhook's
+# p50/p99 per admission and its memory. Timings are not tests: CI does not
+# run this.
+.PHONY: bench-webhook
+bench-webhook: kube-bins build
+	MESHGATE_INJECT_BIN=$(CURDIR)/$(BIN)/meshgate-inject $(GO) test -run '^$$' -bench '^BenchmarkAdmission$$' -benchtime 1x -count 1 ./test/admission
