@@ -1,11 +1,18 @@
 package examples_test
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -265,5 +272,72 @@ func TestWebhookCertManager(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(dep.Spec.Template.Spec.Containers[0].Args, " "), "/tls.crt") {
 		t.Errorf("the webhook's args %q do not name the mounted tls.crt", dep.Spec.Template.Spec.Containers[0].Args)
+	}
+}
+
+// TestWebhookGencert runs examples/webhook/gencert.sh, the way to TLS
+// without cert-manager: the serving certificate must verify against the
+// CA for the Service's name, as the API server checks it, and a second run
+// must renew it under the same CA.
+func TestWebhookGencert(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("openssl not found (CI=true: .ci/run installs it)")
+		}
+		t.Skip("openssl not found: install it to test gencert.sh")
+	}
+	dir := t.TempDir()
+	load := func() (*x509.Certificate, *x509.Certificate) {
+		t.Helper()
+		if _, err := tls.LoadX509KeyPair(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")); err != nil {
+			t.Fatalf("tls.crt and tls.key: %v", err)
+		}
+		var certs []*x509.Certificate
+		for _, f := range []string{"ca.crt", "tls.crt"} {
+			b, err := os.ReadFile(filepath.Join(dir, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			blk, _ := pem.Decode(b)
+			if blk == nil {
+				t.Fatalf("%s: no PEM block", f)
+			}
+			c, err := x509.ParseCertificate(blk.Bytes)
+			if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			certs = append(certs, c)
+		}
+		return certs[0], certs[1]
+	}
+	gen := func() {
+		t.Helper()
+		out, err := exec.Command("sh", "webhook/gencert.sh", dir, "30").CombinedOutput()
+		if err != nil {
+			t.Fatalf("gencert.sh: %v\n%s", err, out)
+		}
+	}
+	gen()
+	ca, leaf := load()
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	opts := x509.VerifyOptions{DNSName: "meshgate-inject." + webhookNamespace + ".svc", Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	if _, err := leaf.Verify(opts); err != nil {
+		t.Fatalf("the serving certificate does not verify: %v", err)
+	}
+	if d := leaf.NotAfter.Sub(leaf.NotBefore); d < 29*24*time.Hour || d > 31*24*time.Hour {
+		t.Errorf("got a certificate valid for %v, want 30 days", d)
+	}
+
+	gen()
+	ca2, leaf2 := load()
+	if !ca2.Equal(ca) {
+		t.Error("a second run made a new CA, want the same (the caBundle stays)")
+	}
+	if leaf2.SerialNumber.Cmp(leaf.SerialNumber) == 0 {
+		t.Error("a second run kept the serving certificate, want a new one")
+	}
+	if _, err := leaf2.Verify(opts); err != nil {
+		t.Errorf("the renewed certificate does not verify: %v", err)
 	}
 }
