@@ -90,13 +90,16 @@ type Cluster struct {
 	exited    map[*exec.Cmd]chan struct{}
 }
 
-// Start runs etcd and kube-apiserver from bins with their state in dir,
-// which must be empty, and returns when the API server answers /readyz
+// Start runs etcd and kube-apiserver from bins with their state in dir
+// (made if need be), and returns when the API server answers /readyz
 // with 200. users get static tokens. Logs go to dir/etcd.log and
 // dir/kube-apiserver.log; errors quote their last lines.
 func Start(ctx context.Context, bins, dir string, users ...User) (*Cluster, error) {
 	if m := Missing(bins); m != "" {
 		return nil, fmt.Errorf("%s not found: run make kube-bins", m)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
 	}
 	c := &Cluster{dir: dir, exited: map[*exec.Cmd]chan struct{}{}}
 	var err error
