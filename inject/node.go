@@ -66,6 +66,16 @@ func setAfter(m *yaml.Node, key string, value *yaml.Node, after ...string) {
 }
 
 // del removes key from mapping m and reports whether it was there.
+// delCreated deletes key from m, a list or mapping that the injection
+// created, once meshgate's entries are out of it; if anything else was
+// added to it since (a later admission webhook's sidecar, volumes or
+// annotations), it stays.
+func delCreated(m *yaml.Node, key string) {
+	if v := get(m, key); v == nil || len(v.Content) == 0 {
+		del(m, key)
+	}
+}
+
 func del(m *yaml.Node, key string) bool {
 	if m == nil || m.Kind != yaml.MappingNode {
 		return false

@@ -655,7 +655,7 @@ func Uninject(tmpl *yaml.RNode) (Result, error) {
 		}
 		removeNamed(get(c, "volumeMounts"), Volume)
 		if w.Mounts {
-			del(c, "volumeMounts")
+			delCreated(c, "volumeMounts")
 		} else {
 			rec.unfill(get(c, "volumeMounts"), prefix+"volumeMounts")
 		}
@@ -663,13 +663,13 @@ func Uninject(tmpl *yaml.RNode) (Result, error) {
 	}
 	removeNamed(get(spec, "initContainers"), InstallContainer)
 	if rec.InitContainers {
-		del(spec, "initContainers")
+		delCreated(spec, "initContainers")
 	} else {
 		rec.unfill(get(spec, "initContainers"), "spec.initContainers")
 	}
 	removeNamed(get(spec, "volumes"), Volume)
 	if rec.Volumes {
-		del(spec, "volumes")
+		delCreated(spec, "volumes")
 	} else {
 		rec.unfill(get(spec, "volumes"), "spec.volumes")
 	}
@@ -682,12 +682,12 @@ func Uninject(tmpl *yaml.RNode) (Result, error) {
 	}
 	del(ann, AnnotationInjected)
 	if rec.Annotations {
-		del(meta, "annotations")
+		delCreated(meta, "annotations")
 	} else {
 		rec.unfill(ann, "metadata.annotations")
 	}
 	if rec.Metadata {
-		del(root, "metadata")
+		delCreated(root, "metadata")
 	} else {
 		rec.unfill(meta, "metadata")
 	}
