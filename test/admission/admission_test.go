@@ -345,10 +345,15 @@ func TestReinvocation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), cfg.Name, metav1.DeleteOptions{})
+	var last error
 	waitFor(t, "the mesh injector to be called", func() bool {
 		p, err := cs.CoreV1().Pods("native").Create(ctx, decodePod(t, fmt.Sprintf(podYAML, "probe")), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
-		return err == nil && slices.ContainsFunc(p.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == "istio-proxy" })
-	})
+		if err != nil {
+			last = err
+			return false
+		}
+		return slices.ContainsFunc(p.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == "istio-proxy" })
+	}, &last)
 
 	in := decodePod(t, fmt.Sprintf(podYAML, "reinvoked"))
 	got := createPod(t, cs, "native", in)
@@ -453,14 +458,17 @@ func TestWebhookStopped(t *testing.T) {
 	t.Logf("admitted in %v with warnings %q", time.Since(start), w.all())
 }
 
-// waitFor polls cond until it holds; a minute is a failure.
-func waitFor(t *testing.T, what string, cond func() bool) {
+// waitFor polls cond until it holds; a minute is a failure, which quotes
+// *last.
+func waitFor(t *testing.T, what string, cond func() bool, last *error) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("waited a minute for %s", what)
+			t.Fatalf("waited a minute for %s (last error: %v)", what, *last)
 		}
-		time.Sleep(100 * time.Millisecond)
+		<-tick.C
 	}
 }
