@@ -159,17 +159,20 @@ func serveWebhook(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // restConfig is the API server's address and credentials: the kubeconfig
 // file given, else the pod's service account.
 func restConfig(kubeconfig string) (*rest.Config, error) {
+	var cfg *rest.Config
+	var err error
 	if kubeconfig != "" {
-		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-		if err != nil {
+		if cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig); err != nil {
 			return nil, fmt.Errorf("--kubeconfig %q: %w", kubeconfig, err)
 		}
-		return cfg, nil
-	}
-	cfg, err := rest.InClusterConfig()
-	if err != nil {
+	} else if cfg, err = rest.InClusterConfig(); err != nil {
 		return nil, fmt.Errorf("not in a cluster (%v): give --kubeconfig", err)
 	}
+	// client-go's default of 5 requests a second would queue admissions
+	// behind each other's pull secret reads (200 ms each at a steady
+	// rate); the API server's priority and fairness protects it instead.
+	cfg.QPS, cfg.Burst = 200, 400
+	cfg.UserAgent = "meshgate-inject-webhook"
 	return cfg, nil
 }
 
