@@ -217,10 +217,8 @@ func (h *Handler) Review(ctx context.Context, req *admissionv1.AdmissionRequest)
 			return resp
 		}
 	}
-	for _, n := range notes {
-		log.Info("note", zap.String("note", n))
-	}
 	if !changed {
+		log.Debug("pod unchanged", zap.Strings("notes", notes))
 		return resp
 	}
 	after, err := pod.MarshalJSON()
@@ -240,7 +238,7 @@ func (h *Handler) Review(ctx context.Context, req *admissionv1.AdmissionRequest)
 	}
 	pt := admissionv1.PatchTypeJSONPatch
 	resp.Patch, resp.PatchType = patch, &pt
-	log.Info("pod wired", zap.Int("operations", len(ops)))
+	log.Info("pod changed", zap.Int("operations", len(ops)), zap.Strings("notes", notes))
 	return resp
 }
 
