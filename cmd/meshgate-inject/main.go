@@ -4,6 +4,7 @@
 //
 //	meshgate-inject [flags] [FILE|DIR|-]...     rewrite manifests, write them to stdout
 //	meshgate-inject --uninject [FILE|DIR|-]...  take the wiring out again
+//	meshgate-inject webhook --tls-cert FILE --tls-key FILE [flags]
 //
 // It reads files, directories (recursively: *.yaml, *.yml, *.json, in
 // lexical order) or standard input ("-", or no argument at all, which is
@@ -28,13 +29,25 @@
 // orders their start and ends their Jobs. Notes on what was done, and why
 // not, go to standard error.
 //
+// "webhook" serves the same transformation as a mutating admission webhook
+// (package inject/webhook): POST /mutate answers AdmissionReviews for new
+// Pods with a JSONPatch, GET /healthz and /readyz serve the kubelet's
+// probes, all over TLS from --tls-cert and --tls-key, reloaded when the
+// files change. Entrypoints come from the registry with the pod's
+// imagePullSecrets, read from the API server (in-cluster credentials, or
+// --kubeconfig), cached by digest and bounded by --lookup-timeout. A pod it
+// cannot wire is admitted unchanged with a warning naming the container and
+// the reason. It logs JSON to standard error and, on SIGTERM, fails /readyz
+// for --drain, then stops serving: exit 0.
+//
 // Exit codes:
 //
 //	0  done
 //	1  a manifest that cannot be read or injected, or a registry that
 //	   cannot be read: one line names the file, document, workload and
 //	   container; nothing is written to standard output
-//	2  bad flags or arguments
+//	2  bad flags or arguments (webhook: also a TLS pair, kubeconfig or
+//	   listen address that cannot be used)
 package main
 
 import (
