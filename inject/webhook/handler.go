@@ -221,7 +221,7 @@ func (h *Handler) Review(ctx context.Context, req *admissionv1.AdmissionRequest)
 		log.Debug("pod unchanged", zap.Strings("notes", notes))
 		return resp
 	}
-	after, err := pod.MarshalJSON()
+	after, err := toJSON(pod)
 	if err != nil {
 		return warn(resp, fmt.Sprintf("pod not encoded: %v", err))
 	}
@@ -354,4 +354,15 @@ func str(n *yaml.RNode, path ...string) string {
 		return ""
 	}
 	return yaml.GetValue(v)
+}
+
+// toJSON encodes a node as JSON straight from the node tree. kyaml's
+// MarshalJSON writes the node as YAML and parses it again, which was half
+// of an admission's time.
+func toJSON(n *yaml.RNode) ([]byte, error) {
+	var v any
+	if err := n.YNode().Decode(&v); err != nil {
+		return nil, err
+	}
+	return json.Marshal(v)
 }

@@ -383,3 +383,31 @@ func TestWarningLength(t *testing.T) {
 }
 
 func runtimeRaw(b []byte) runtime.RawExtension { return runtime.RawExtension{Raw: b} }
+
+// TestReviewInjectKeepsValues runs the real transformation over a pod
+// whose strings look like numbers, booleans and dates: the patched pod
+// keeps them as the strings they were.
+func TestReviewInjectKeepsValues(t *testing.T) {
+	pod := app("a", func(p *corev1.Pod) {
+		p.Annotations = map[string]string{"n": "8080", "b": "true", "d": "2024-01-01", "f": "1.50", "e": ""}
+		p.Labels = map[string]string{"version": "1.0"}
+		p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "PORT", Value: "0x1F"}, {Name: "EMPTY"}}
+	})
+	req := request(t, pod)
+	resp := (&Handler{Transform: Inject{}}).Review(context.Background(), req)
+	if resp.Patch == nil {
+		t.Fatalf("got no patch (warnings %q), want the pod wired", resp.Warnings)
+	}
+	got := apply(t, req, resp)
+	for k, v := range pod.Annotations {
+		if got.Annotations[k] != v {
+			t.Errorf("annotation %s: got %q, want %q", k, got.Annotations[k], v)
+		}
+	}
+	if !reflect.DeepEqual(got.Labels, pod.Labels) || !reflect.DeepEqual(got.Spec.Containers[0].Env, pod.Spec.Containers[0].Env) {
+		t.Errorf("got labels %v env %v, want %v %v", got.Labels, got.Spec.Containers[0].Env, pod.Labels, pod.Spec.Containers[0].Env)
+	}
+	if c := got.Spec.Containers[0].Command; len(c) == 0 || c[0] != gate || c[len(c)-1] != "/server" {
+		t.Errorf("got command %q, want %s ... -- /server", c, gate)
+	}
+}
