@@ -2,6 +2,9 @@ package webhook
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -42,9 +45,11 @@ type Registry struct {
 	// (tests use remote.WithRetryBackoff).
 	Options []remote.Option
 
-	mu    sync.Mutex
-	cache map[string]imageConfig // by digest and platform
-	order []string               // cache keys, oldest first
+	mu         sync.Mutex
+	cache      map[string]imageConfig // by digest and platform
+	order      []string               // cache keys, oldest first
+	pullers    map[string]*remote.Puller
+	pullerKeys []string // oldest first
 }
 
 type imageConfig struct{ entrypoint, cmd []string }
@@ -82,6 +87,50 @@ func (r *Registry) put(key string, c imageConfig) {
 	r.cache[key] = c
 	r.order = append(r.order, key)
 }
+
+// puller returns the client for a registry and one set of credentials,
+// kept so that its handshake (the /v2/ ping, a bearer token) is done once
+// and not on each admission. Pods share one only when their pull secrets
+// hold the same credentials for that registry.
+func (r *Registry) puller(reg name.Registry, auth authn.Authenticator) (*remote.Puller, error) {
+	cfg, err := auth.Authorization()
+	if err != nil {
+		return nil, err
+	}
+	id, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(id)
+	key := reg.RegistryStr() + " " + hex.EncodeToString(sum[:])
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p, ok := r.pullers[key]; ok {
+		return p, nil
+	}
+	opts := append([]remote.Option{remote.WithAuth(auth)}, r.Options...)
+	if r.Transport != nil {
+		opts = append(opts, remote.WithTransport(r.Transport))
+	}
+	p, err := remote.NewPuller(opts...)
+	if err != nil {
+		return nil, err
+	}
+	if r.pullers == nil {
+		r.pullers = map[string]*remote.Puller{}
+	}
+	for len(r.pullerKeys) >= maxPullers {
+		delete(r.pullers, r.pullerKeys[0])
+		r.pullerKeys = r.pullerKeys[1:]
+	}
+	r.pullers[key] = p
+	r.pullerKeys = append(r.pullerKeys, key)
+	return p, nil
+}
+
+// maxPullers bounds the registry clients kept: one per registry and set
+// of credentials in use.
+const maxPullers = 256
 
 // Len tells how many image configs the cache holds.
 func (r *Registry) Len() int {
@@ -147,11 +196,15 @@ func (p *podResolver) ImageConfig(ctx context.Context, image string) ([]string, 
 	if !ok {
 		// A GET of the manifest (not a HEAD, whose refusals carry no
 		// reason) resolves the tag to its digest.
-		opts := append([]remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(kc)}, p.reg.Options...)
-		if p.reg.Transport != nil {
-			opts = append(opts, remote.WithTransport(p.reg.Transport))
+		auth, err := kc.Resolve(ref.Context())
+		if err != nil {
+			return nil, nil, err
 		}
-		desc, err := remote.Get(ref, opts...)
+		puller, err := p.reg.puller(ref.Context().Registry, auth)
+		if err != nil {
+			return nil, nil, err
+		}
+		desc, err := puller.Get(ctx, ref)
 		if err != nil {
 			return nil, nil, explain(err)
 		}

@@ -102,12 +102,12 @@ func TestRegistryCache(t *testing.T) {
 	if n := reg.Requests.Load() - before; n != 0 {
 		t.Errorf("by digest: got %d registry requests, want 0 (cached)", n)
 	}
-	before = reg.Requests.Load()
+	before, pings := reg.Requests.Load(), reg.Pings.Load()
 	if _, _, err := r.For("apps", nil).ImageConfig(context.Background(), tagged); err != nil {
 		t.Fatal(err)
 	}
-	if n := reg.Requests.Load() - before; n != 1 {
-		t.Errorf("by tag: got %d registry requests, want 1 (the manifest of the tag)", n)
+	if n, p := reg.Requests.Load()-before, reg.Pings.Load()-pings; n != 1 || p != 0 {
+		t.Errorf("by tag: got %d registry requests and %d pings, want 1 (the manifest of the tag) and 0 (the client is kept)", n, p)
 	}
 	if s.reads != 1 {
 		t.Errorf("got %d secret reads, want 1 (the first pod's; look-ups served by digest read none)", s.reads)

@@ -35,6 +35,9 @@ type Registry struct {
 	Requests atomic.Int64
 	// Refused counts requests refused for lack of credentials.
 	Refused atomic.Int64
+	// Pings counts requests to /v2/, which clients make to learn how to
+	// authenticate.
+	Pings atomic.Int64
 }
 
 // Start serves a registry until the test ends. With a user, every request
@@ -45,6 +48,9 @@ func Start(t testing.TB, user, pass string) *Registry {
 	r := &Registry{user: user, pass: pass}
 	inner := ggcr.New(ggcr.Logger(log.New(io.Discard, "", 0)))
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/v2/" {
+			r.Pings.Add(1)
+		}
 		if r.user != "" {
 			u, p, ok := req.BasicAuth()
 			if !ok || subtle.ConstantTimeCompare([]byte(u+"\x00"+p), []byte(r.user+"\x00"+r.pass)) != 1 {
