@@ -236,17 +236,21 @@ func TestEntrypointFromRegistry(t *testing.T) {
 	reg := registry.Start(t, "puller", "s3cret")
 	image, _ := reg.Push(t, "team/app:1", []string{"/app/entry", "--flag"}, []string{"serve", "--all"})
 	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "regcred"},
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "regcred-"},
 		Type:       corev1.SecretTypeDockerConfigJson,
 		Data:       map[string][]byte{corev1.DockerConfigJsonKey: reg.DockerConfig()},
 	}
-	if _, err := cs.CoreV1().Secrets("wired").Create(ctx, secret, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+	secret, err := cs.CoreV1().Secrets("wired").Create(ctx, secret, metav1.CreateOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		_ = cs.CoreV1().Secrets("wired").Delete(context.Background(), secret.Name, metav1.DeleteOptions{})
+	})
 
 	in := decodePod(t, fmt.Sprintf(podYAML, "from-registry"))
 	in.Spec.Containers[0].Image, in.Spec.Containers[0].Command = image, nil
-	in.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "regcred"}}
+	in.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: secret.Name}}
 	got := createPod(t, cs, "wired", in)
 	c := got.Spec.Containers[0]
 	dash := slices.Index(c.Command, "--")
