@@ -93,7 +93,15 @@ func FuzzRedactUserinfo(f *testing.F) {
 		if strings.ContainsAny(secret, " \t\r\n") || len(password) < 4 {
 			return
 		}
-		spec := []string{"http", "https", "tcp", "ftp", ""}[int(scheme)%5] + "://" + secret + "@" + rest
+		prefix := []string{"http", "https", "tcp", "ftp", ""}[int(scheme)%5] + "://"
+		spec := prefix + secret + "@" + rest
+		// The password may also be part of what is not secret: the host
+		// ("http://0:0000@00000") or the words of the message. What the
+		// same spec with a one-letter user says shows every such byte;
+		// only a password outside it would be a leak.
+		if _, err := Parse(prefix+"x@"+rest, Options{}); err != nil && strings.Contains(err.Error(), password) {
+			return
+		}
 		p, err := Parse(spec, Options{})
 		if err == nil {
 			t.Fatalf("Parse(%q) = %v, want credentials refused", spec, p)
