@@ -66,18 +66,12 @@ func rewrite(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fl := pflag.NewFlagSet("meshgate-inject", pflag.ContinueOnError)
 	fl.SetOutput(io.Discard)
 	var (
-		opts               inject.Options
-		entrypoints, cmds  []string
+		inj                injectFlags
+		opts               = &inj.opts
 		resolve, uninject  bool
 		showVersion, quiet bool
-		containers         string
 	)
-	fl.StringVar(&opts.Image, "image", "", "install image (default "+inject.DefaultImage()+")")
-	fl.StringVar(&containers, "containers", "", "containers to wrap, comma-separated (default: every app container)")
-	fl.StringVar(&opts.Preset, "preset", "", "mesh: istio, linkerd, envoy, consul or kuma (default: guessed from the pod template)")
-	fl.StringArrayVar(&opts.GateFlags, "gate-flag", nil, "a flag for the wrapped meshgate, e.g. --gate-flag=--timeout=5m (repeatable)")
-	fl.StringArrayVar(&entrypoints, "entrypoint", nil, "CONTAINER=JSON-ARRAY: the image ENTRYPOINT of a container without a command (repeatable)")
-	fl.StringArrayVar(&cmds, "cmd", nil, "CONTAINER=JSON-ARRAY: the image CMD of a container without command and args (repeatable)")
+	inj.register(fl, "the pod template")
 	fl.BoolVar(&resolve, "resolve", false, "read missing ENTRYPOINTs and CMDs from the image registries (Docker config credentials)")
 	fl.StringVar(&opts.Platform, "platform", "", "with --resolve: the platform of multi-platform images, e.g. linux/arm64 (default: every linux image, which must agree)")
 	fl.BoolVar(&uninject, "uninject", false, "take meshgate's wiring out instead")
@@ -95,12 +89,7 @@ func rewrite(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		fmt.Fprintln(stdout, "meshgate-inject", version)
 		return nil
 	}
-	opts.Containers = inject.SplitList(containers)
-	var err error
-	if opts.Entrypoints, err = commands("--entrypoint", entrypoints); err != nil {
-		return usageError{err}
-	}
-	if opts.Cmds, err = commands("--cmd", cmds); err != nil {
+	if err := inj.parse(); err != nil {
 		return usageError{err}
 	}
 	if opts.Platform != "" && !resolve {
@@ -115,7 +104,7 @@ func rewrite(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if resolve {
 		opts.Resolver = resolver
 	}
-	s := &inject.Stream{Options: opts, Uninject: uninject, Registry: resolver}
+	s := &inject.Stream{Options: *opts, Uninject: uninject, Registry: resolver}
 	if !quiet {
 		s.Note = func(l string) { fmt.Fprintln(stderr, "meshgate-inject:", l) }
 	}
@@ -156,6 +145,38 @@ func rewrite(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		out.Write(res)
 	}
 	_, err = stdout.Write(out.Bytes())
+	return err
+}
+
+// injectFlags are the flags that say how to inject, shared by the
+// rewriting command and the webhook so that both take the same options
+// with the same meaning.
+type injectFlags struct {
+	opts              inject.Options
+	entrypoints, cmds []string
+	containers        string
+}
+
+// register defines the flags on fl; guessed names what the mesh is
+// guessed from when --preset is not given.
+func (f *injectFlags) register(fl *pflag.FlagSet, guessed string) {
+	fl.StringVar(&f.opts.Image, "image", "", "install image (default "+inject.DefaultImage()+")")
+	fl.StringVar(&f.containers, "containers", "", "containers to wrap, comma-separated (default: every app container)")
+	fl.StringVar(&f.opts.Preset, "preset", "", "mesh: istio, linkerd, envoy, consul or kuma (default: guessed from "+guessed+")")
+	fl.StringArrayVar(&f.opts.GateFlags, "gate-flag", nil, "a flag for the wrapped meshgate, e.g. --gate-flag=--timeout=5m (repeatable)")
+	fl.StringArrayVar(&f.entrypoints, "entrypoint", nil, "CONTAINER=JSON-ARRAY: the image ENTRYPOINT of a container without a command (repeatable)")
+	fl.StringArrayVar(&f.cmds, "cmd", nil, "CONTAINER=JSON-ARRAY: the image CMD of a container without command and args (repeatable)")
+}
+
+// parse fills opts from the parsed flags. The caller validates opts once
+// its own flags are checked, so that the first error said stays the same.
+func (f *injectFlags) parse() error {
+	f.opts.Containers = inject.SplitList(f.containers)
+	var err error
+	if f.opts.Entrypoints, err = commands("--entrypoint", f.entrypoints); err != nil {
+		return err
+	}
+	f.opts.Cmds, err = commands("--cmd", f.cmds)
 	return err
 }
 

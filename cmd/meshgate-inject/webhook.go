@@ -18,7 +18,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/meshgate/meshgate/inject"
 	"github.com/meshgate/meshgate/inject/webhook"
 )
 
@@ -50,10 +49,8 @@ func serveWebhook(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fl := pflag.NewFlagSet("meshgate-inject webhook", pflag.ContinueOnError)
 	fl.SetOutput(io.Discard)
 	var (
-		f                 webhookFlags
-		opts              inject.Options
-		entrypoints, cmds []string
-		containers        string
+		f   webhookFlags
+		inj injectFlags
 	)
 	fl.StringVar(&f.listen, "listen", ":8443", "address to serve on, HOST:PORT")
 	fl.StringVar(&f.certFile, "tls-cert", "", "TLS certificate file, PEM (required; reloaded when it changes)")
@@ -65,12 +62,7 @@ func serveWebhook(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fl.DurationVar(&f.drain, "drain", 5*time.Second, "on SIGTERM, how long to keep serving with /readyz failing, so that endpoints drop this replica first")
 	fl.DurationVar(&f.grace, "grace", 10*time.Second, "then, how long open requests get to finish")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
-	fl.StringVar(&opts.Image, "image", "", "install image (default "+inject.DefaultImage()+")")
-	fl.StringVar(&containers, "containers", "", "containers to wrap, comma-separated (default: every app container)")
-	fl.StringVar(&opts.Preset, "preset", "", "mesh: istio, linkerd, envoy, consul or kuma (default: guessed from each pod)")
-	fl.StringArrayVar(&opts.GateFlags, "gate-flag", nil, "a flag for the wrapped meshgate, e.g. --gate-flag=--timeout=5m (repeatable)")
-	fl.StringArrayVar(&entrypoints, "entrypoint", nil, "CONTAINER=JSON-ARRAY: the image ENTRYPOINT of a container without a command (repeatable)")
-	fl.StringArrayVar(&cmds, "cmd", nil, "CONTAINER=JSON-ARRAY: the image CMD of a container without command and args (repeatable)")
+	inj.register(fl, "each pod")
 	help := fl.BoolP("help", "h", false, "show this help")
 	if err := fl.Parse(args); err != nil {
 		return usageError{err}
@@ -100,14 +92,10 @@ func serveWebhook(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := level.Set(f.logLevel); err != nil {
 		return usageError{fmt.Errorf("webhook: --log-level %q: want debug, info, warn or error", f.logLevel)}
 	}
-	opts.Containers = inject.SplitList(containers)
-	var err error
-	if opts.Entrypoints, err = commands("--entrypoint", entrypoints); err != nil {
+	if err := inj.parse(); err != nil {
 		return usageError{err}
 	}
-	if opts.Cmds, err = commands("--cmd", cmds); err != nil {
-		return usageError{err}
-	}
+	opts := inj.opts
 	if err := opts.Validate(); err != nil {
 		return usageError{err}
 	}
