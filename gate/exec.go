@@ -18,15 +18,21 @@ import (
 // container runtimes do.
 const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+// program checks that argv names a command and finds it on env's PATH,
+// as Exec and Supervise both must before they start it.
+func program(argv, env []string) (string, error) {
+	if len(argv) == 0 {
+		return "", Usagef("empty command")
+	}
+	return Resolve(argv[0], env)
+}
+
 // Exec replaces the process with argv, looked up on env's PATH, with env as
 // its environment. It returns only on failure: code 127 when the command is
 // not found, 126 when it cannot be executed, 128+N when signal N arrived
 // before the exec.
 func (g *Gate) Exec(argv, env []string) error {
-	if len(argv) == 0 {
-		return Usagef("empty command")
-	}
-	path, err := Resolve(argv[0], env)
+	path, err := program(argv, env)
 	if err != nil {
 		return err
 	}

@@ -21,10 +21,7 @@ import (
 // else an *ExitError with the child's code, or 128+N when signal N killed
 // it. The command's stdio is the process's own.
 func (g *Gate) Supervise(argv, env []string) error {
-	if len(argv) == 0 {
-		return Usagef("empty command")
-	}
-	path, err := Resolve(argv[0], env)
+	path, err := program(argv, env)
 	if err != nil {
 		return err
 	}
