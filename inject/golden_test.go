@@ -212,48 +212,38 @@ func podSpec(t *testing.T, kind string, doc []byte) *corev1.PodSpec {
 	t.Helper()
 	switch kind {
 	case "Pod":
-		var o corev1.Pod
-		strict(t, doc, &o)
-		return &o.Spec
+		return &decodeStrict[corev1.Pod](t, doc).Spec
 	case "Deployment":
-		var o appsv1.Deployment
 		if strings.Contains(string(doc), "example.com/v1") {
 			return nil
 		}
-		strict(t, doc, &o)
-		return &o.Spec.Template.Spec
+		return &decodeStrict[appsv1.Deployment](t, doc).Spec.Template.Spec
 	case "StatefulSet":
-		var o appsv1.StatefulSet
-		strict(t, doc, &o)
-		return &o.Spec.Template.Spec
+		return &decodeStrict[appsv1.StatefulSet](t, doc).Spec.Template.Spec
 	case "DaemonSet":
-		var o appsv1.DaemonSet
-		strict(t, doc, &o)
-		return &o.Spec.Template.Spec
+		return &decodeStrict[appsv1.DaemonSet](t, doc).Spec.Template.Spec
 	case "ReplicaSet":
-		var o appsv1.ReplicaSet
-		strict(t, doc, &o)
-		return &o.Spec.Template.Spec
+		return &decodeStrict[appsv1.ReplicaSet](t, doc).Spec.Template.Spec
 	case "ReplicationController":
-		var o corev1.ReplicationController
-		strict(t, doc, &o)
-		return &o.Spec.Template.Spec
+		return &decodeStrict[corev1.ReplicationController](t, doc).Spec.Template.Spec
 	case "Job":
-		var o batchv1.Job
-		strict(t, doc, &o)
-		return &o.Spec.Template.Spec
+		return &decodeStrict[batchv1.Job](t, doc).Spec.Template.Spec
 	case "CronJob":
-		var o batchv1.CronJob
-		strict(t, doc, &o)
-		return &o.Spec.JobTemplate.Spec.Template.Spec
+		return &decodeStrict[batchv1.CronJob](t, doc).Spec.JobTemplate.Spec.Template.Spec
 	case "Service":
-		var o corev1.Service
-		strict(t, doc, &o)
+		decodeStrict[corev1.Service](t, doc)
 	case "ConfigMap":
-		var o corev1.ConfigMap
-		strict(t, doc, &o)
+		decodeStrict[corev1.ConfigMap](t, doc)
 	}
 	return nil
+}
+
+// decodeStrict decodes doc strictly into a new T.
+func decodeStrict[T any](t *testing.T, doc []byte) *T {
+	t.Helper()
+	var o T
+	strict(t, doc, &o)
+	return &o
 }
 
 func strict(t *testing.T, doc []byte, v any) {

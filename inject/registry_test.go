@@ -157,14 +157,14 @@ func TestRegistryCombinations(t *testing.T) {
 		{"none", "args", `["/meshgate/meshgate","--"] | ["--verbose"]`},
 	} {
 		t.Run(tc.image+"/"+tc.shape, func(t *testing.T) {
-			c := "name: app\nimage: " + refs[tc.image] + "\n"
+			doc := "spec:\n  containers:\n    - name: app\n      image: " + refs[tc.image] + "\n"
 			switch tc.shape {
 			case "args":
-				c += "args: [--verbose]\n"
+				doc += "      args: [--verbose]\n"
 			case "command":
-				c += "command: [/bin/app]\n"
+				doc += "      command: [/bin/app]\n"
 			}
-			tmpl := yaml.MustParse("spec:\n  containers:\n" + indent(c, "    - ", "      "))
+			tmpl := yaml.MustParse(doc)
 			_, err := Template(t.Context(), tmpl, false, Options{Resolver: r})
 			got := ""
 			if err != nil {
@@ -180,18 +180,6 @@ func TestRegistryCombinations(t *testing.T) {
 			}
 		})
 	}
-}
-
-func indent(s, first, rest string) string {
-	lines := strings.Split(strings.TrimSuffix(s, "\n"), "\n")
-	for i := range lines {
-		if i == 0 {
-			lines[i] = first + lines[i]
-		} else {
-			lines[i] = rest + lines[i]
-		}
-	}
-	return strings.Join(lines, "\n") + "\n"
 }
 
 func TestRegistryMultiPlatform(t *testing.T) {

@@ -54,15 +54,9 @@ func replace(n *yaml.RNode, p *corev1.Pod) error {
 }
 
 func (wrap) Inject(ctx context.Context, n *yaml.RNode, jobLike bool, r Resolver) (bool, []string, error) {
-	p, err := podOf(n)
-	if err != nil {
-		return false, nil, err
-	}
-	changed := false
-	for i := range p.Spec.Containers {
-		c := &p.Spec.Containers[i]
+	changed, err := editContainers(n, func(c *corev1.Container) (bool, error) {
 		if c.Name == "istio-proxy" || slices.Contains(c.Command, gate) {
-			continue
+			return false, nil
 		}
 		prefix := []string{gate}
 		if jobLike {
@@ -73,7 +67,7 @@ func (wrap) Inject(ctx context.Context, n *yaml.RNode, jobLike bool, r Resolver)
 		if cmd == nil {
 			ep, imgCmd, err := r.ImageConfig(ctx, c.Image)
 			if err != nil {
-				return false, nil, err
+				return false, err
 			}
 			cmd = ep
 			if c.Args == nil {
@@ -81,31 +75,45 @@ func (wrap) Inject(ctx context.Context, n *yaml.RNode, jobLike bool, r Resolver)
 			}
 		}
 		c.Command = append(prefix, cmd...)
-		changed = true
-	}
+		return true, nil
+	})
 	if !changed {
-		return false, nil, nil
+		return false, nil, err
 	}
-	return true, []string{"wrapped"}, replace(n, p)
+	return true, []string{"wrapped"}, err
 }
 
 func (wrap) Uninject(n *yaml.RNode) (bool, []string, error) {
+	changed, err := editContainers(n, func(c *corev1.Container) (bool, error) {
+		if i := slices.Index(c.Command, "--"); len(c.Command) > 0 && c.Command[0] == gate && i > 0 {
+			c.Command = c.Command[i+1:]
+			return true, nil
+		}
+		return false, nil
+	})
+	return changed, nil, err
+}
+
+// editContainers applies edit to each container of n's pod and, where it
+// changed one, writes the pod back into n: Inject and Uninject differ only
+// in what they do to a container.
+func editContainers(n *yaml.RNode, edit func(*corev1.Container) (bool, error)) (bool, error) {
 	p, err := podOf(n)
 	if err != nil {
-		return false, nil, err
+		return false, err
 	}
 	changed := false
 	for i := range p.Spec.Containers {
-		c := &p.Spec.Containers[i]
-		if i := slices.Index(c.Command, "--"); len(c.Command) > 0 && c.Command[0] == gate && i > 0 {
-			c.Command = c.Command[i+1:]
-			changed = true
+		ok, err := edit(&p.Spec.Containers[i])
+		if err != nil {
+			return false, err
 		}
+		changed = changed || ok
 	}
 	if !changed {
-		return false, nil, nil
+		return false, nil
 	}
-	return true, nil, replace(n, p)
+	return true, replace(n, p)
 }
 
 func (wrap) NativeSidecar(n *yaml.RNode) (bool, string) {
