@@ -127,21 +127,11 @@ func privateImage(t *testing.T, entrypoint, cmd []string) (string, string) {
 // containers to completion, as the kubelet would.
 func injectedPod(t *testing.T, spec corev1.PodSpec, phases string, proxyArgs ...string) *meshPod {
 	t.Helper()
-	pod.Available(t, "buildah", "umoci")
-	img := images.Image(t, bins.meshgate)
-	p := pod.New(t)
-	mp := &meshPod{Pod: p, t: t}
-	mp.proxy = p.Start(pod.Container{Name: "proxy", User: "1337:1337", ReadOnly: true,
-		Rootfs: pod.Scratch(t, map[string]string{"/emulator": bins.emulator}),
-		Command: append([]string{"/emulator", "--listen", "127.0.0.1:15020", "--phases", phases,
-			"--ready-file", "/out/ready"}, proxyArgs...),
-		Mounts: []pod.Mount{{Volume: "out", Path: "/out"}}})
-	if err := mp.proxy.WaitOutput("emulator ", 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
 	if len(spec.InitContainers) != 1 || spec.InitContainers[0].Name != "meshgate-install" {
 		t.Fatalf("init containers %+v, want meshgate-install only", spec.InitContainers)
 	}
+	mp, img := startProxy(t, phases, proxyArgs...)
+	p := mp.Pod
 	ic := spec.InitContainers[0]
 	c := fromManifest(t, spec, ic)
 	c.Image = img // the meshgate image, built here, stands for ic.Image

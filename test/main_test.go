@@ -26,6 +26,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/meshgate/meshgate/test/app/report"
 	"github.com/meshgate/meshgate/test/pod"
 	"github.com/meshgate/meshgate/test/sidecar"
 )
@@ -130,20 +131,6 @@ func ignore(s syscall.Signal) {
 	}
 }
 
-// Report is what the app saw; see test/app.
-type Report struct {
-	PID       int      `json:"pid"`
-	UID       int      `json:"uid"`
-	Argv      []string `json:"argv"`
-	Env       []string `json:"env"`
-	StartNano int64    `json:"start_unix_nano"`
-	SigIgn    string   `json:"sig_ign"`
-	SigBlk    string   `json:"sig_blk"`
-	Hosts     bool     `json:"hosts_file"`
-	Fetch     string   `json:"fetch"`
-	Signals   []string `json:"signals"`
-}
-
 // emulator starts a proxy emulator on a free loopback port, going through
 // the phases; it stops when the test ends.
 func emulator(t *testing.T, phases string) (*sidecar.Emulator, string) {
@@ -224,16 +211,23 @@ func start(t *testing.T, args []string, env ...string) *gate {
 	g.cmd.Env = append([]string{"PATH=/usr/bin:/bin", "APP_REPORT=" + g.report, "GORACE=atexit_sleep_ms=0"}, env...)
 	g.cmd.Stdout = &g.stdout
 	g.cmd.Stderr = g.stderr
+	g.spawn()
+	return g
+}
+
+// spawn starts g.cmd, failing the test if it cannot, and kills it when
+// the test ends if the test has not waited for it.
+func (g *gate) spawn() {
+	g.t.Helper()
 	if err := g.cmd.Start(); err != nil {
-		t.Fatal(err)
+		g.t.Fatal(err)
 	}
-	t.Cleanup(func() {
+	g.t.Cleanup(func() {
 		if !g.waited {
 			_ = g.cmd.Process.Kill()
 			_ = g.cmd.Wait()
 		}
 	})
-	return g
 }
 
 // wait returns meshgate's exit code (or the app's, after exec).
@@ -270,7 +264,7 @@ func exitCode(t *testing.T, err error) int {
 }
 
 // appReport reads what the app saw, or nil if it never ran.
-func (g *gate) appReport() *Report {
+func (g *gate) appReport() *report.Report {
 	g.t.Helper()
 	b, err := os.ReadFile(g.report)
 	if os.IsNotExist(err) {
@@ -279,7 +273,7 @@ func (g *gate) appReport() *Report {
 	if err != nil {
 		g.t.Fatal(err)
 	}
-	var r Report
+	var r report.Report
 	if err := json.Unmarshal(b, &r); err != nil {
 		g.t.Fatalf("report %s: %v", b, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshgate/meshgate/test/app/report"
 	"github.com/meshgate/meshgate/test/pod"
 )
 
@@ -31,10 +32,25 @@ type meshPod struct {
 
 func newMeshPod(t *testing.T, phases string, proxyArgs ...string) *meshPod {
 	t.Helper()
+	mp, img := startProxy(t, phases, proxyArgs...)
+	p := mp.Pod
+	install := p.Run(pod.Container{Name: "meshgate-install", Image: img, ReadOnly: true,
+		Args:   []string{"install", "/meshgate"},
+		Mounts: []pod.Mount{{Volume: "meshgate", Path: "/meshgate"}}})
+	if install.Code != 0 || !strings.Contains(install.Stderr, `"msg":"installed"`) {
+		t.Fatalf("init container: exit %d\n%s%s", install.Code, install.Stdout, install.Stderr)
+	}
+	return mp
+}
+
+// startProxy builds the meshgate image and starts a pod whose proxy
+// container runs the emulator through phases, and waits until it serves.
+func startProxy(t *testing.T, phases string, proxyArgs ...string) (mp *meshPod, img *pod.Image) {
+	t.Helper()
 	pod.Available(t, "buildah", "umoci")
-	img := images.Image(t, bins.meshgate)
+	img = images.Image(t, bins.meshgate)
 	p := pod.New(t)
-	mp := &meshPod{Pod: p, t: t}
+	mp = &meshPod{Pod: p, t: t}
 	mp.proxy = p.Start(pod.Container{Name: "proxy", User: "1337:1337", ReadOnly: true,
 		Rootfs: pod.Scratch(t, map[string]string{"/emulator": bins.emulator}),
 		Command: append([]string{"/emulator", "--listen", "127.0.0.1:15020", "--phases", phases,
@@ -43,13 +59,7 @@ func newMeshPod(t *testing.T, phases string, proxyArgs ...string) *meshPod {
 	if err := mp.proxy.WaitOutput("emulator ", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	install := p.Run(pod.Container{Name: "meshgate-install", Image: img, ReadOnly: true,
-		Args:   []string{"install", "/meshgate"},
-		Mounts: []pod.Mount{{Volume: "meshgate", Path: "/meshgate"}}})
-	if install.Code != 0 || !strings.Contains(install.Stderr, `"msg":"installed"`) {
-		t.Fatalf("init container: exit %d\n%s%s", install.Code, install.Stdout, install.Stderr)
-	}
-	return mp
+	return mp, img
 }
 
 // app describes the app container: a scratch root holding only the static
@@ -64,7 +74,7 @@ func (mp *meshPod) app(name string, hosts bool, command []string, env ...string)
 }
 
 // report reads what the app of container name saw, or nil if it never ran.
-func (mp *meshPod) report(name string) *Report {
+func (mp *meshPod) report(name string) *report.Report {
 	return (&gate{t: mp.t, report: filepath.Join(mp.Volume("out"), name+".json")}).appReport()
 }
 

@@ -3,6 +3,7 @@ package test
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -99,21 +100,23 @@ func startSupervisedAttr(t *testing.T, attr *syscall.SysProcAttr, bin string, ar
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := g.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if !g.waited {
-			_ = g.cmd.Process.Kill()
-			_ = g.cmd.Wait()
-		}
-	})
+	g.spawn()
+	return readLines(g, out, nil)
+}
+
+// readLines reads the app's output from out, a line at a time, each
+// through clean if not nil, for expect to wait on.
+func readLines(g *gate, out io.Reader, clean func(string) string) *supervised {
 	s := &supervised{gate: g, lines: make(chan string, 64)}
 	go func() {
 		defer close(s.lines)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			s.lines <- sc.Text()
+			l := sc.Text()
+			if clean != nil {
+				l = clean(l)
+			}
+			s.lines <- l
 		}
 	}()
 	return s

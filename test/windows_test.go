@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/meshgate/meshgate/test/pty"
 )
 
 // The moments between the end of the wait and the command's start are
@@ -249,32 +251,19 @@ func TestGroupSignalReachesTheCommandOnce(t *testing.T) {
 // the command once, from the terminal, and not meshgate.
 func TestTerminalForegroundIsTheCommands(t *testing.T) {
 	t.Parallel()
-	leader, follower := openPTY(t)
+	leader, follower := pty.Open(t)
 	_, ready, quit := proxy(t, "200", "200", false)
 	g := &gate{t: t, report: filepath.Join(t.TempDir(), "report.json"), stderr: newLogTail()}
 	g.cmd = exec.Command(bins.meshgate, "--probe", ready, "--quit-url", quit, "--", bins.app)
 	g.cmd.Env = []string{"APP_REPORT=" + g.report, "APP_SIGNALS=1", "GODEBUG=asyncpreemptoff=1"} // no SIGURG of its own runtime
 	g.cmd.Stdin, g.cmd.Stdout, g.cmd.Stderr = follower, follower, g.stderr
 	g.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-	if err := g.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if !g.waited {
-			_ = g.cmd.Process.Kill()
-			_ = g.cmd.Wait()
-		}
-	})
+	g.spawn()
 	follower.Close()
-	s := &supervised{gate: g, lines: make(chan string, 64)}
-	go func() {
-		defer close(s.lines)
-		sc := bufio.NewScanner(leader)
-		for sc.Scan() {
-			// The terminal echoes the Ctrl-C as "^C" before what follows.
-			s.lines <- strings.TrimPrefix(strings.TrimRight(sc.Text(), "\r"), "^C")
-		}
-	}()
+	s := readLines(g, leader, func(l string) string {
+		// The terminal echoes the Ctrl-C as "^C" before what follows.
+		return strings.TrimPrefix(strings.TrimRight(l, "\r"), "^C")
+	})
 	app := appPID(t, s)
 	s.expect("ready")
 	var fg int32
@@ -322,29 +311,4 @@ func pgrpOf(t *testing.T, pid int) int {
 		t.Fatal(err)
 	}
 	return pgrp
-}
-
-// openPTY opens a new pseudo-terminal: its leader side, and the follower
-// side to give a process as its terminal.
-func openPTY(t *testing.T) (leader, follower *os.File) {
-	t.Helper()
-	leader, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Skipf("no pseudo-terminals here: %v", err)
-	}
-	t.Cleanup(func() { leader.Close() })
-	var unlock int32
-	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, leader.Fd(), syscall.TIOCSPTLCK, uintptr(unsafe.Pointer(&unlock))); e != 0 {
-		t.Fatal(e)
-	}
-	var n uint32
-	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, leader.Fd(), syscall.TIOCGPTN, uintptr(unsafe.Pointer(&n))); e != 0 {
-		t.Fatal(e)
-	}
-	follower, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { follower.Close() })
-	return leader, follower
 }

@@ -14,7 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"unsafe"
+
+	"github.com/meshgate/meshgate/test/pty"
 )
 
 // The command line wins over the environment as a whole: a --preset given
@@ -130,24 +131,7 @@ func file(t *testing.T) func() (*os.File, func() string) {
 // pseudo-terminal, and a way to read what was written to it.
 func openPTY(t *testing.T) func() (*os.File, func() string) {
 	return func() (*os.File, func() string) {
-		leader, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
-		if err != nil {
-			t.Skipf("no pseudo-terminals here: %v", err)
-		}
-		t.Cleanup(func() { leader.Close() })
-		var unlock int32
-		if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, leader.Fd(), syscall.TIOCSPTLCK, uintptr(unsafe.Pointer(&unlock))); e != 0 {
-			t.Fatal(e)
-		}
-		var n uint32
-		if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, leader.Fd(), syscall.TIOCGPTN, uintptr(unsafe.Pointer(&n))); e != 0 {
-			t.Fatal(e)
-		}
-		follower, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { follower.Close() })
+		leader, follower := pty.Open(t)
 		return follower, func() string {
 			buf := make([]byte, 4096)
 			n, _ := leader.Read(buf) // what run wrote is there: it has returned

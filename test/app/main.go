@@ -30,21 +30,9 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
-)
 
-// Report is what the app saw.
-type Report struct {
-	PID       int      `json:"pid"`
-	UID       int      `json:"uid"`
-	Argv      []string `json:"argv"`
-	Env       []string `json:"env"`
-	StartNano int64    `json:"start_unix_nano"`
-	SigIgn    string   `json:"sig_ign"` // from /proc/self/status, hex
-	SigBlk    string   `json:"sig_blk"`
-	Hosts     bool     `json:"hosts_file"`
-	Fetch     string   `json:"fetch,omitempty"` // status line or error
-	Signals   []string `json:"signals,omitempty"`
-}
+	"github.com/meshgate/meshgate/test/app/report"
+)
 
 func main() {
 	switch os.Getenv("APP_ROLE") {
@@ -53,7 +41,7 @@ func main() {
 	case "zombie":
 		os.Exit(0)
 	}
-	r := Report{
+	r := report.Report{
 		PID: os.Getpid(), UID: os.Getuid(), Argv: os.Args, Env: os.Environ(),
 		StartNano: time.Now().UnixNano(),
 	}

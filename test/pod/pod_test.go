@@ -50,6 +50,21 @@ func wantOutput(t *testing.T, name, out string, want ...string) {
 	}
 }
 
+// helloServer starts a new pod whose container "server" runs hello
+// listening on 127.0.0.1:8080, and waits until it listens. A fixed port is
+// safe: each pod has a network namespace of its own.
+func helloServer(t *testing.T) (p *pod.Pod, rootfs string, server *pod.Process) {
+	t.Helper()
+	rootfs = hello(t)
+	p = pod.New(t)
+	server = p.Start(pod.Container{Name: "server", Rootfs: rootfs,
+		Command: []string{"/hello", "-listen", "127.0.0.1:8080"}})
+	if err := server.WaitOutput("listening=", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return p, rootfs, server
+}
+
 func TestRunExitCodeAndEnvironment(t *testing.T) {
 	t.Parallel()
 	rootfs := hello(t)
@@ -73,14 +88,7 @@ func TestRunExitCodeAndEnvironment(t *testing.T) {
 
 func TestLocalhostIsShared(t *testing.T) {
 	t.Parallel()
-	rootfs := hello(t)
-	p := pod.New(t)
-	// A fixed port is safe: each pod has a network namespace of its own.
-	server := p.Start(pod.Container{Name: "server", Rootfs: rootfs,
-		Command: []string{"/hello", "-listen", "127.0.0.1:8080"}})
-	if err := server.WaitOutput("listening=", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	p, rootfs, server := helloServer(t)
 	client := p.Run(pod.Container{Name: "client", Rootfs: rootfs,
 		Command: []string{"/hello", "-connect", "127.0.0.1:8080"}})
 	if client.Code != 0 {
@@ -94,13 +102,7 @@ func TestLocalhostIsShared(t *testing.T) {
 
 func TestHosts(t *testing.T) {
 	t.Parallel()
-	rootfs := hello(t)
-	p := pod.New(t)
-	server := p.Start(pod.Container{Name: "server", Rootfs: rootfs,
-		Command: []string{"/hello", "-listen", "127.0.0.1:8080"}})
-	if err := server.WaitOutput("listening=", 5*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	p, rootfs, server := helloServer(t)
 
 	// Without /etc/hosts a static Go program asks DNS for "localhost" and
 	// fails at once: there is no DNS server in the pod.

@@ -1,0 +1,17 @@
+// Package report holds what test/app writes to APP_REPORT, so that the
+// app that writes it and the tests that read it share one definition.
+package report
+
+// Report is what the app saw.
+type Report struct {
+	PID       int      `json:"pid"`
+	UID       int      `json:"uid"`
+	Argv      []string `json:"argv"`
+	Env       []string `json:"env"`
+	StartNano int64    `json:"start_unix_nano"`
+	SigIgn    string   `json:"sig_ign"` // from /proc/self/status, hex
+	SigBlk    string   `json:"sig_blk"`
+	Hosts     bool     `json:"hosts_file"`
+	Fetch     string   `json:"fetch,omitempty"` // status line or error
+	Signals   []string `json:"signals,omitempty"`
+}
