@@ -4,10 +4,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
-	"io"
-	"log"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path"
@@ -24,15 +20,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-
 	"github.com/meshgate/meshgate/test/pod"
+	"github.com/meshgate/meshgate/test/registry"
 )
 
 // The plain Deployment and Job of examples/inject go through the built
@@ -86,41 +75,20 @@ func injectExamples(t *testing.T) (*appsv1.Deployment, *batchv1.Job) {
 	return &d, &j
 }
 
-// privateImage serves an image with this ENTRYPOINT and CMD from
-// go-containerregistry's registry on a loopback port, behind basic auth,
-// and returns its reference and a Docker config directory that holds the
-// credentials, as docker login writes them.
+// privateImage serves an image with this ENTRYPOINT and CMD from a
+// registry on a loopback port, behind basic auth, and returns its
+// reference and a Docker config directory that holds the credentials, as
+// docker login writes them.
 func privateImage(t *testing.T, entrypoint, cmd []string) (string, string) {
 	t.Helper()
-	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if u, p, ok := r.BasicAuth(); !ok || u != "puller" || p != "s3cret" {
-			w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
-			http.Error(w, "credentials required", http.StatusUnauthorized)
-			return
-		}
-		reg.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	host := strings.TrimPrefix(srv.URL, "http://")
-	img, err := mutate.ConfigFile(empty.Image, &v1.ConfigFile{OS: "linux", Architecture: "amd64",
-		Config: v1.Config{Entrypoint: entrypoint, Cmd: cmd}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.ParseReference(host + "/team/app:1.0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(ref, img, remote.WithAuth(&authn.Basic{Username: "puller", Password: "s3cret"})); err != nil {
-		t.Fatal(err)
-	}
+	reg := registry.Start(t, "puller", "s3cret")
+	ref, _ := reg.Push(t, "team/app:1.0", entrypoint, cmd)
 	dir := t.TempDir()
-	cfg := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, host, base64.StdEncoding.EncodeToString([]byte("puller:s3cret")))
+	cfg := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, reg.Host, base64.StdEncoding.EncodeToString([]byte("puller:s3cret")))
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return ref.String(), dir
+	return ref, dir
 }
 
 // injectedPod starts the proxy emulator, then runs the pod spec's init
