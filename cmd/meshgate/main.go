@@ -64,8 +64,25 @@ import (
 	"github.com/meshgate/meshgate/gate"
 )
 
-// version is set at link time by the Makefile.
+// version is set at link time by the Makefile and the Dockerfile
+// (-X main.version=v1.2.3). A build without it reports the module version
+// the go command recorded, as after
+// go install github.com/meshgate/meshgate/cmd/meshgate@v1.2.3.
 var version = "dev"
+
+func init() { version = buildVersion(version, debug.ReadBuildInfo) }
+
+// buildVersion is stamped unless it is the default and the build
+// information has a module version for the main module.
+func buildVersion(stamped string, read func() (*debug.BuildInfo, bool)) string {
+	if stamped != "dev" {
+		return stamped
+	}
+	if bi, ok := read(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return stamped
+}
 
 func main() {
 	// A gate runs one thing at a time: one processor means fewer threads

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"reflect"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -302,5 +303,31 @@ func TestWrapFailsFastOnMissingCommand(t *testing.T) {
 		[]string{"PATH=" + t.TempDir()}, &bytes.Buffer{}, &stderr, signals{})
 	if code != 127 || !strings.Contains(stderr.String(), `command \"no-such-command-here\" not found`) {
 		t.Errorf("run = %d, stderr %s; want 127 naming the command", code, stderr.String())
+	}
+}
+
+func TestBuildVersion(t *testing.T) {
+	info := func(v string) func() (*debug.BuildInfo, bool) {
+		return func() (*debug.BuildInfo, bool) {
+			return &debug.BuildInfo{Main: debug.Module{Path: "github.com/meshgate/meshgate", Version: v}}, true
+		}
+	}
+	none := func() (*debug.BuildInfo, bool) { return nil, false }
+	tests := []struct {
+		stamped string
+		read    func() (*debug.BuildInfo, bool)
+		want    string
+	}{
+		{"v1.2.3", info("v9.9.9"), "v1.2.3"},                        // make build, make release
+		{"dev", info("v1.2.3"), "v1.2.3"},                           // go install ...@v1.2.3
+		{"dev", info("(devel)"), "dev"},                             // go build -buildvcs=false
+		{"dev", info(""), "dev"},                                    // go test
+		{"dev", none, "dev"},                                        // no build information
+		{"dev", info("v0.0.0-20261201-abc"), "v0.0.0-20261201-abc"}, // a pseudo-version
+	}
+	for i, tc := range tests {
+		if got := buildVersion(tc.stamped, tc.read); got != tc.want {
+			t.Errorf("case %d: buildVersion(%q, ...) = %q, want %q", i, tc.stamped, got, tc.want)
+		}
 	}
 }
