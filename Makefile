@@ -112,3 +112,112 @@ kube-bins:
 .PHONY: bench-webhook
 bench-webhook: kube-bins build
 	MESHGATE_INJECT_BIN=$(CURDIR)/$(BIN)/meshgate-inject $(GO) test -run '^$$' -bench '^BenchmarkAdmission$$' -benchtime 1x -count 1 ./test/admission
+
+# ---- Release ---------------------------------------------------------------
+# make release VERSION=vX.Y.Z writes DIST from a clean checkout, offline once
+# the module cache holds the pinned tools below (make release-tools):
+#   meshgate-OS-ARCH           the gate, static and stripped, for GATE_PLATFORMS
+#   meshgate-inject-OS-ARCH    the manifest injector, for INJECT_PLATFORMS,
+#                              when cmd/meshgate-inject exists
+#   NAME.cdx.json              a CycloneDX SBOM of each binary: the modules
+#                              its build information says it links
+#   SHA256SUMS                 of every file above
+#   oci/                       an OCI image layout: one index, tagged VERSION,
+#                              of the image for each of GATE_PLATFORMS
+# Nothing depends on the clock or the machine: the binaries are built
+# -trimpath without build IDs, the images are dated at the commit, the SBOMs
+# carry no time stamp and a serial number derived from the binary. Two runs
+# give the same bytes (the release test checks it).
+DIST             ?= dist
+SOURCE_URL       := https://github.com/meshgate/meshgate
+IMAGE_REPO       ?= ghcr.io/meshgate/meshgate
+GATE_PLATFORMS   := linux/amd64 linux/arm64
+INJECT_PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
+# Built when the directory is there, so a checkout without it still releases.
+INJECT_PKG       := $(if $(wildcard cmd/meshgate-inject/*.go),./cmd/meshgate-inject)
+RELEASE_TOOLS    := $(BIN)/tools
+CYCLONEDX_GOMOD  := github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@v1.10.0
+CRANE            := github.com/google/go-containerregistry/cmd/crane@v0.22.1
+ACTIONLINT       := github.com/rhysd/actionlint/cmd/actionlint@v1.7.12
+
+.PHONY: release release-tools publish sign github-release lint-workflows ci
+
+# The pinned tools, built -trimpath so that their own hashes, which the SBOMs
+# name, do not depend on where the module cache is.
+release-tools:
+	GOBIN=$(CURDIR)/$(RELEASE_TOOLS) CGO_ENABLED=0 $(GO) install -trimpath $(CYCLONEDX_GOMOD)
+	GOBIN=$(CURDIR)/$(RELEASE_TOOLS) CGO_ENABLED=0 $(GO) install -trimpath $(CRANE)
+
+release: release-tools
+	@set -euo pipefail; \
+	if ! [[ "$(VERSION)" =~ ^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?$$ ]]; then \
+		echo "make release: VERSION=$(VERSION) is not a version tag such as v1.2.3" >&2; exit 2; fi; \
+	dirty=$$(git status --porcelain --untracked-files=normal); \
+	if [ -n "$$dirty" ]; then \
+		printf 'make release: the tree has uncommitted changes; commit or stash them:\n%s\n' "$$dirty" >&2; exit 2; fi; \
+	revision=$$(git rev-parse HEAD); created=$$(git log -1 --format=%ct HEAD); \
+	rm -rf $(DIST); mkdir -p $(DIST); \
+	build() { \
+		local pkg=$$1 name=$$2 os=$${3%/*} arch=$${3#*/}; \
+		echo "build $(DIST)/$$name-$$os-$$arch"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build $(GOFLAGS_BUILD) -o $(DIST)/$$name-$$os-$$arch $$pkg; \
+	}; \
+	for p in $(GATE_PLATFORMS); do build ./cmd/meshgate meshgate $$p; done; \
+	$(if $(INJECT_PKG),for p in $(INJECT_PLATFORMS); do build $(INJECT_PKG) meshgate-inject $$p; done;) \
+	for f in $(DIST)/meshgate-*; do \
+		h=$$(sha256sum "$$f" | cut -c1-32); \
+		serial="$${h:0:8}-$${h:8:4}-5$${h:13:3}-8$${h:17:3}-$${h:20:12}"; \
+		$(RELEASE_TOOLS)/cyclonedx-gomod bin -json -std -notimestamp -serial "$$serial" \
+			-version $(VERSION) -output "$$f.cdx.json" "$$f"; \
+	done; \
+	(cd $(DIST) && LC_ALL=C ls meshgate-* | xargs sha256sum > SHA256SUMS); \
+	digest=$$($(GO) run ./test/release oci -o $(DIST)/oci -version $(VERSION) -revision $$revision \
+		-created $$created -source $(SOURCE_URL) \
+		$(foreach p,$(GATE_PLATFORMS),$(p)=$(DIST)/meshgate-$(subst /,-,$(p)))); \
+	cat $(DIST)/SHA256SUMS; \
+	echo "$(DIST)/oci: index $$digest, tagged $(VERSION), for $(GATE_PLATFORMS)"
+
+# Pushes the index of DIST/oci to IMAGE_REPO as VERSION, and as latest unless
+# VERSION is a pre-release (v1.2.3-rc.1). Logs in with the credentials of
+# ~/.docker/config.json (docker login, or the release workflow's login step).
+# A registry on localhost is spoken to over plain HTTP, as crane does.
+publish: release-tools
+	@set -euo pipefail; \
+	test -f $(DIST)/oci/index.json || { echo "make publish: no $(DIST)/oci: run make release VERSION=... first" >&2; exit 2; }; \
+	digest=$$($(GO) run ./test/release digest $(DIST)/oci); \
+	pushed=$$($(RELEASE_TOOLS)/crane push $(DIST)/oci $(IMAGE_REPO):$(VERSION)); \
+	if [ "$$pushed" != "$(IMAGE_REPO)@$$digest" ]; then \
+		echo "make publish: pushed $$pushed, want $(IMAGE_REPO)@$$digest" >&2; exit 1; fi; \
+	echo "pushed $(IMAGE_REPO):$(VERSION) = $$pushed"; \
+	case "$(VERSION)" in *-*) echo "$(VERSION) is a pre-release: latest stays where it is";; \
+	*) $(RELEASE_TOOLS)/crane tag $(IMAGE_REPO)@$$digest latest && echo "tagged $(IMAGE_REPO):latest = $$pushed";; esac
+
+# Signs, keylessly with cosign (installed by the release workflow), the
+# pushed index by digest and DIST/SHA256SUMS, whose bundle joins the release
+# files. It needs an OIDC identity: in the release workflow, the job's.
+sign:
+	@set -euo pipefail; \
+	command -v cosign >/dev/null || { echo "make sign: cosign is not installed" >&2; exit 2; }; \
+	test -f $(DIST)/SHA256SUMS || { echo "make sign: no $(DIST)/SHA256SUMS: run make release VERSION=... first" >&2; exit 2; }; \
+	digest=$$($(GO) run ./test/release digest $(DIST)/oci); \
+	cosign sign --yes $(IMAGE_REPO)@$$digest; \
+	cosign sign-blob --yes --bundle $(DIST)/SHA256SUMS.sigstore.json $(DIST)/SHA256SUMS
+
+# Creates the release of tag VERSION on the forge with the files of DIST
+# (gh, with the workflow's token), as a pre-release for v1.2.3-rc.1.
+github-release:
+	@set -euo pipefail; \
+	command -v gh >/dev/null || { echo "make github-release: gh is not installed" >&2; exit 2; }; \
+	test -f $(DIST)/SHA256SUMS.sigstore.json || { echo "make github-release: $(DIST) is not signed: run make sign first" >&2; exit 2; }; \
+	gh release create $(VERSION) --verify-tag --title "meshgate $(VERSION)" --generate-notes \
+		$$(case "$(VERSION)" in *-*) echo --prerelease;; esac) \
+		$(DIST)/meshgate-* $(DIST)/SHA256SUMS $(DIST)/SHA256SUMS.sigstore.json
+
+# The workflows in .github/workflows, checked by actionlint (and the shell of
+# their run steps by shellcheck, when it is installed).
+lint-workflows:
+	$(GO) run $(ACTIONLINT) -no-color
+
+# What CI runs: .ci/run, as root on a fresh clone.
+ci:
+	CI=true bash .ci/run

@@ -1,0 +1,267 @@
+// Command release packs release binaries into the meshgate image, as an
+// OCI image layout holding one multi-platform index. `make release` runs
+// it; nothing here depends on the clock, so the same binaries, version,
+// revision and commit time always give the same digests.
+//
+//	release oci -o DIR -version V -revision SHA -created UNIX -source URL OS/ARCH=BINARY...
+//	release digest DIR
+//
+// "oci" writes DIR afresh: index.json names the index by the version
+// (org.opencontainers.image.ref.name), and the index holds one image per
+// platform: FROM scratch, the binary at /usr/local/bin/meshgate owned by
+// root and mode 0755, run as 65532:65532 with the binary as entrypoint,
+// and the standard OCI annotations on the index and every manifest.
+// It prints the index's digest.
+//
+// "digest" prints the digest of the index a layout's index.json names, for
+// signing what was pushed.
+//
+// go-containerregistry writes the layout: it is what crane and ko are made
+// of, it computes every digest and size from the bytes it writes, and with
+// fixed inputs its output is byte for byte the same.
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// Where the binary lives in the image, and who runs it: the Dockerfile's
+// choices, so both ways of building the image give the same container.
+const (
+	binaryPath = "/usr/local/bin/meshgate"
+	user       = "65532:65532"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "release:", err)
+		var u usageError
+		if errors.As(err, &u) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ error }
+
+func run(args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return usageError{errors.New("want a command: oci or digest")}
+	}
+	switch args[0] {
+	case "oci":
+		return runOCI(args[1:], stdout)
+	case "digest":
+		if len(args) != 2 {
+			return usageError{errors.New("digest takes one layout directory")}
+		}
+		d, err := indexDigest(args[1])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, d)
+		return nil
+	default:
+		return usageError{fmt.Errorf("unknown command %q: want oci or digest", args[0])}
+	}
+}
+
+// release is what the annotations say about the build.
+type release struct {
+	version, revision, source string
+	created                   time.Time
+}
+
+func runOCI(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("release oci", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	out := fs.String("o", "", "layout directory to write (replaced)")
+	var r release
+	fs.StringVar(&r.version, "version", "", "version, such as v1.2.3")
+	fs.StringVar(&r.revision, "revision", "", "commit the binaries were built from")
+	fs.StringVar(&r.source, "source", "", "URL of the source repository")
+	created := fs.String("created", "", "commit time, in seconds since the epoch")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	for name, v := range map[string]string{"o": *out, "version": r.version, "revision": r.revision, "source": r.source, "created": *created} {
+		if v == "" {
+			return usageError{fmt.Errorf("-%s is required", name)}
+		}
+	}
+	secs, err := strconv.ParseInt(*created, 10, 64)
+	if err != nil || secs <= 0 {
+		return usageError{fmt.Errorf("-created %q: want seconds since the epoch", *created)}
+	}
+	r.created = time.Unix(secs, 0).UTC()
+	if fs.NArg() == 0 {
+		return usageError{errors.New("want at least one OS/ARCH=BINARY")}
+	}
+
+	var adds []mutate.IndexAddendum
+	seen := map[string]bool{}
+	for _, arg := range fs.Args() {
+		platform, binary, ok := strings.Cut(arg, "=")
+		osName, arch, ok2 := strings.Cut(platform, "/")
+		if !ok || !ok2 || osName == "" || arch == "" || binary == "" || strings.Contains(arch, "/") {
+			return usageError{fmt.Errorf("%q: want OS/ARCH=BINARY", arg)}
+		}
+		if seen[platform] {
+			return usageError{fmt.Errorf("%s given twice", platform)}
+		}
+		seen[platform] = true
+		img, err := image(r, osName, arch, binary)
+		if err != nil {
+			return fmt.Errorf("%s: %w", platform, err)
+		}
+		adds = append(adds, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{
+			Platform: &v1.Platform{OS: osName, Architecture: arch},
+		}})
+	}
+	idx := mutate.IndexMediaType(mutate.AppendManifests(empty.Index, adds...), types.OCIImageIndex)
+	idx = mutate.Annotations(idx, r.annotations()).(v1.ImageIndex)
+
+	if err := os.RemoveAll(*out); err != nil {
+		return err
+	}
+	p, err := layout.Write(*out, empty.Index)
+	if err != nil {
+		return err
+	}
+	if err := p.AppendIndex(idx, layout.WithAnnotations(map[string]string{
+		"org.opencontainers.image.ref.name": r.version,
+	})); err != nil {
+		return err
+	}
+	d, err := idx.Digest()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, d)
+	return nil
+}
+
+// annotations are the standard OCI ones, on the index and on every
+// manifest; the configuration carries them as labels too, where
+// `docker inspect` shows them.
+func (r release) annotations() map[string]string {
+	return map[string]string{
+		"org.opencontainers.image.title":         "meshgate",
+		"org.opencontainers.image.description":   "Holds an app back until its mesh proxy is ready",
+		"org.opencontainers.image.url":           r.source,
+		"org.opencontainers.image.source":        r.source,
+		"org.opencontainers.image.documentation": r.source + "#readme",
+		"org.opencontainers.image.revision":      r.revision,
+		"org.opencontainers.image.version":       r.version,
+		"org.opencontainers.image.created":       r.created.Format(time.RFC3339),
+	}
+}
+
+// image is one platform's image: a single layer over nothing.
+func image(r release, osName, arch, binary string) (v1.Image, error) {
+	bin, err := os.ReadFile(binary)
+	if err != nil {
+		return nil, err
+	}
+	layerTar, err := rootfs(bin, r.created)
+	if err != nil {
+		return nil, err
+	}
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(layerTar)), nil
+	}, tarball.WithMediaType(types.OCILayer), tarball.WithCompressedCaching)
+	if err != nil {
+		return nil, err
+	}
+	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	img, err = mutate.Append(img, mutate.Addendum{Layer: layer, History: v1.History{
+		Created:   v1.Time{Time: r.created},
+		CreatedBy: "COPY meshgate " + binaryPath,
+		Comment:   "meshgate " + r.version + " for " + osName + "/" + arch,
+	}})
+	if err != nil {
+		return nil, err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = osName, arch
+	cf.Created = v1.Time{Time: r.created}
+	cf.Config = v1.Config{
+		User:       user,
+		Entrypoint: []string{binaryPath},
+		Labels:     r.annotations(),
+	}
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		return nil, err
+	}
+	return mutate.Annotations(img, r.annotations()).(v1.Image), nil
+}
+
+// rootfs is the layer's tar: the directories leading to the binary and the
+// binary, owned by root, dated at the commit.
+func rootfs(bin []byte, mtime time.Time) ([]byte, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	dir := strings.TrimPrefix(filepath.Dir(binaryPath), "/")
+	var dirs []string
+	for d := dir; d != "."; d = filepath.Dir(d) {
+		dirs = append(dirs, d)
+	}
+	slices.Reverse(dirs)
+	for _, d := range dirs {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755,
+			ModTime: mtime}); err != nil {
+			return nil, err
+		}
+	}
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(binaryPath, "/"),
+		Mode: 0o755, Size: int64(len(bin)), ModTime: mtime}); err != nil {
+		return nil, err
+	}
+	if _, err := tw.Write(bin); err != nil {
+		return nil, err
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// indexDigest is the digest of the one index dir's index.json names.
+func indexDigest(dir string) (v1.Hash, error) {
+	idx, err := layout.ImageIndexFromPath(dir)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	if len(m.Manifests) != 1 || !m.Manifests[0].MediaType.IsIndex() {
+		return v1.Hash{}, fmt.Errorf("%s: index.json should name exactly one image index", dir)
+	}
+	return m.Manifests[0].Digest, nil
+}
