@@ -73,6 +73,93 @@ func (img *Image) config() (imageConfig, error) {
 	return imageConfig{}, fmt.Errorf("image %s: tag not in index.json", img)
 }
 
+// Platform picks the image of one platform ("linux/amd64") out of img, a
+// multi-platform index, as a container runtime does when it pulls, and
+// returns it as its own single-image layout in the new directory dir,
+// tagged "OS-ARCH". The blobs are hard links to img's, or copies where
+// links cannot be made.
+func (img *Image) Platform(dir, platform string) (*Image, error) {
+	osName, arch, ok := strings.Cut(platform, "/")
+	if !ok {
+		return nil, fmt.Errorf("platform %q: want OS/ARCH", platform)
+	}
+	type descriptor struct {
+		MediaType   string            `json:"mediaType"`
+		Digest      string            `json:"digest"`
+		Size        int64             `json:"size"`
+		Annotations map[string]string `json:"annotations,omitempty"`
+		Platform    *struct {
+			OS           string `json:"os"`
+			Architecture string `json:"architecture"`
+			Variant      string `json:"variant,omitempty"`
+		} `json:"platform,omitempty"`
+	}
+	type index struct {
+		SchemaVersion int          `json:"schemaVersion"`
+		MediaType     string       `json:"mediaType,omitempty"`
+		Manifests     []descriptor `json:"manifests"`
+	}
+	var top index
+	if err := img.readJSON(filepath.Join(img.Layout, "index.json"), &top); err != nil {
+		return nil, err
+	}
+	var list *index
+	for _, m := range top.Manifests {
+		if m.Annotations["org.opencontainers.image.ref.name"] != img.Tag {
+			continue
+		}
+		if m.MediaType != "application/vnd.oci.image.index.v1+json" {
+			return nil, fmt.Errorf("image %s: %s, want a multi-platform index", img, m.MediaType)
+		}
+		list = new(index)
+		if err := img.readBlob(m.Digest, list); err != nil {
+			return nil, err
+		}
+	}
+	if list == nil {
+		return nil, fmt.Errorf("image %s: tag not in index.json", img)
+	}
+	var picked []descriptor
+	for _, m := range list.Manifests {
+		if m.Platform != nil && m.Platform.OS == osName && m.Platform.Architecture == arch {
+			picked = append(picked, m)
+		}
+	}
+	if len(picked) != 1 {
+		return nil, fmt.Errorf("image %s: %d images for %s, want 1", img, len(picked), platform)
+	}
+	tag := osName + "-" + arch
+	picked[0].Annotations = map[string]string{"org.opencontainers.image.ref.name": tag}
+
+	blobs := filepath.Join(dir, "blobs", "sha256")
+	if err := os.MkdirAll(blobs, 0o755); err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(filepath.Join(img.Layout, "blobs", "sha256"))
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", img, err)
+	}
+	for _, e := range entries {
+		src, dst := filepath.Join(img.Layout, "blobs", "sha256", e.Name()), filepath.Join(blobs, e.Name())
+		if err := os.Link(src, dst); err != nil {
+			if err := copyFile(dst, src, 0o644); err != nil {
+				return nil, err
+			}
+		}
+	}
+	b, err := json.Marshal(index{SchemaVersion: 2, MediaType: "application/vnd.oci.image.index.v1+json", Manifests: picked})
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "index.json"), b, 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644); err != nil {
+		return nil, err
+	}
+	return &Image{Layout: dir, Tag: tag}, nil
+}
+
 func (img *Image) readBlob(digest string, v any) error {
 	alg, hex, ok := strings.Cut(digest, ":")
 	if !ok || strings.ContainsAny(hex, `/\.`) {

@@ -1,0 +1,713 @@
+package test
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"debug/elf"
+	"debug/macho"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"log"
+	"maps"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/meshgate/meshgate/test/pod"
+)
+
+// releaseVersion is what the release test stamps.
+const releaseVersion = "v1.2.3"
+
+// releaseTimeout bounds one make release: on a cold module cache it
+// fetches and builds the pinned tools.
+const releaseTimeout = 20 * time.Minute
+
+// TestRelease runs make release on a clean copy of the tree, twice, and
+// checks what it wrote from the files alone: the checksums, the binaries,
+// their SBOMs, the OCI layout and its images, the amd64 image as the init
+// container of a pod, and that the second run gives the same bytes. Then
+// make publish pushes the layout to a registry on loopback.
+func TestRelease(t *testing.T) {
+	t.Parallel()
+	if testing.Short() && os.Getenv("CI") != "true" {
+		t.Skip("make release builds every release binary twice; not in -short")
+	}
+	// The pod at the end needs root, runc and umoci; skipped (or, with
+	// CI=true, failed) here rather than after minutes of building.
+	pod.Available(t, "umoci", "git", "make")
+
+	src := snapshot(t)
+	dist := filepath.Join(t.TempDir(), "dist")
+	refusals(t, src, dist)
+	makeRelease(t, src, dist)
+	rel := readRelease(t, src, dist)
+
+	t.Run("checksums", rel.checkSums)
+	t.Run("binaries", rel.checkBinaries)
+	t.Run("sboms", rel.checkSBOMs)
+	t.Run("image", rel.checkImage)
+	t.Run("pod", rel.checkPod)
+	if t.Failed() {
+		return
+	}
+	t.Run("reproducible", func(t *testing.T) {
+		again := filepath.Join(t.TempDir(), "dist")
+		makeRelease(t, src, again)
+		if a, b := rel.file(t, "SHA256SUMS"), readFile(t, filepath.Join(again, "SHA256SUMS")); !bytes.Equal(a, b) {
+			t.Errorf("SHA256SUMS differ between two runs:\n%s\n%s", a, b)
+		}
+		want, got := treeDigests(t, dist), treeDigests(t, again)
+		for _, f := range slices.Sorted(maps.Keys(want)) {
+			if got[f] != want[f] {
+				t.Errorf("%s: %s in the first run, %s in the second", f, want[f], got[f])
+			}
+		}
+		for f := range got {
+			if _, ok := want[f]; !ok {
+				t.Errorf("%s: only in the second run", f)
+			}
+		}
+	})
+	t.Run("publish", rel.checkPublish)
+}
+
+// release is what make release wrote, and what the tree says it should be.
+type release struct {
+	src, dist string
+	revision  string
+	created   time.Time
+	sums      map[string]string // file name → SHA-256 in SHA256SUMS
+	inject    bool              // cmd/meshgate-inject is in the tree
+}
+
+// snapshot commits the module's working tree, as it is (tracked and new
+// files, not the ignored ones), into a fresh repository dated at HEAD's
+// commit time: make release wants a clean tree, and runs there without
+// touching the working tree's dist/.
+func snapshot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := strings.Split(strings.TrimSuffix(git(t, root, "ls-files", "-z", "--cached", "--others", "--exclude-standard"), "\x00"), "\x00")
+	when := strings.TrimSpace(git(t, root, "log", "-1", "--format=%cI", "HEAD"))
+	src := filepath.Join(t.TempDir(), "src")
+	for _, f := range files {
+		fi, err := os.Lstat(filepath.Join(root, f))
+		if os.IsNotExist(err) {
+			continue // deleted, not yet committed
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst := filepath.Join(src, f)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case fi.Mode().IsRegular():
+			if err := os.WriteFile(dst, readFile(t, filepath.Join(root, f)), fi.Mode().Perm()); err != nil {
+				t.Fatal(err)
+			}
+		case fi.Mode()&fs.ModeSymlink != 0:
+			to, err := os.Readlink(filepath.Join(root, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(to, dst); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	git(t, src, "init", "-q")
+	git(t, src, "add", "-A")
+	commit := exec.Command("git", "-c", "user.name=meshgate", "-c", "user.email=dev@meshgate.io",
+		"commit", "-q", "--no-verify", "-m", "release test snapshot")
+	commit.Dir = src
+	commit.Env = append(os.Environ(), "GIT_AUTHOR_DATE="+when, "GIT_COMMITTER_DATE="+when)
+	if out, err := commit.CombinedOutput(); err != nil {
+		t.Fatalf("git commit: %v\n%s", err, out)
+	}
+	return src
+}
+
+// git runs git in dir and returns its output.
+func git(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	out, err := cmd.Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, stderr)
+	}
+	return string(out)
+}
+
+// refusals: make release refuses a version that is not a tag's and a tree
+// with changes not committed, with exit 2, one message naming the problem,
+// and nothing written.
+func refusals(t *testing.T, src, dist string) {
+	t.Helper()
+	try := func(version, want string) {
+		t.Helper()
+		cmd := exec.Command("make", "-C", src, "--no-print-directory", "-s", "release", "VERSION="+version, "DIST="+dist)
+		out, err := cmd.CombinedOutput()
+		if code := exitCodeOf(err); code == 0 || !strings.Contains(string(out), want) {
+			t.Errorf("make release VERSION=%s: exit %d, %s; want a failure saying %q", version, code, out, want)
+		}
+		if _, err := os.Stat(dist); !os.IsNotExist(err) {
+			t.Errorf("make release VERSION=%s wrote %s", version, dist)
+		}
+	}
+	for _, v := range []string{"1.2.3", "v1.2", "v1.2.3 ", "latest", ""} {
+		try(v, "is not a version tag such as v1.2.3")
+	}
+	stray := filepath.Join(src, "stray.go")
+	if err := os.WriteFile(stray, []byte("package stray\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	try(releaseVersion, "?? stray.go")
+	if err := os.Remove(stray); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func makeRelease(t *testing.T, src, dist string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "make", "-C", src, "--no-print-directory", "release",
+		"VERSION="+releaseVersion, "DIST="+dist)
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("make release: %v\n%s", err, out)
+	}
+	t.Logf("make release in %v", time.Since(start).Round(time.Second))
+}
+
+func readRelease(t *testing.T, src, dist string) *release {
+	t.Helper()
+	r := &release{src: src, dist: dist, sums: map[string]string{},
+		revision: strings.TrimSpace(git(t, src, "rev-parse", "HEAD"))}
+	secs := strings.TrimSpace(git(t, src, "log", "-1", "--format=%ct", "HEAD"))
+	var n int64
+	if _, err := fmt.Sscan(secs, &n); err != nil {
+		t.Fatal(err)
+	}
+	r.created = time.Unix(n, 0).UTC()
+	_, err := os.Stat(filepath.Join(src, "cmd", "meshgate-inject"))
+	r.inject = err == nil
+
+	sc := bufio.NewScanner(bytes.NewReader(readFile(t, filepath.Join(dist, "SHA256SUMS"))))
+	for sc.Scan() {
+		sum, file, ok := strings.Cut(sc.Text(), "  ")
+		if !ok || len(sum) != 64 {
+			t.Fatalf("SHA256SUMS: line %q, want SUM  FILE", sc.Text())
+		}
+		if _, dup := r.sums[file]; dup {
+			t.Fatalf("SHA256SUMS: %s twice", file)
+		}
+		r.sums[file] = sum
+	}
+	return r
+}
+
+func (r *release) file(t *testing.T, name string) []byte {
+	t.Helper()
+	return readFile(t, filepath.Join(r.dist, name))
+}
+
+// binaries are the release binaries the tree should give, name → GOOS/GOARCH.
+func (r *release) binaries() map[string]string {
+	bins := map[string]string{"meshgate-linux-amd64": "linux/amd64", "meshgate-linux-arm64": "linux/arm64"}
+	if r.inject {
+		for _, p := range []string{"linux/amd64", "linux/arm64", "darwin/amd64", "darwin/arm64"} {
+			bins["meshgate-inject-"+strings.ReplaceAll(p, "/", "-")] = p
+		}
+	}
+	return bins
+}
+
+// Every file of the release but the layout is in SHA256SUMS, with its sum.
+func (r *release) checkSums(t *testing.T) {
+	entries, err := os.ReadDir(r.dist)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	for _, e := range entries {
+		if e.Type().IsRegular() && e.Name() != "SHA256SUMS" {
+			files = append(files, e.Name())
+		}
+	}
+	var want []string
+	for b := range r.binaries() {
+		want = append(want, b, b+".cdx.json")
+	}
+	slices.Sort(want)
+	if !slices.Equal(files, want) {
+		t.Errorf("release files %q, want %q", files, want)
+	}
+	if listed := slices.Sorted(maps.Keys(r.sums)); !slices.Equal(listed, files) {
+		t.Errorf("SHA256SUMS lists %q, want every file: %q", listed, files)
+	}
+	for f, sum := range r.sums {
+		if got := sha256Hex(r.file(t, f)); got != sum {
+			t.Errorf("%s: SHA-256 %s, SHA256SUMS says %s", f, got, sum)
+		}
+	}
+	// And as users check it.
+	cmd := exec.Command("sha256sum", "--check", "--strict", "SHA256SUMS")
+	cmd.Dir = r.dist
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("sha256sum --check: %v\n%s", err, out)
+	}
+}
+
+// Each binary is static and stripped, for its platform, and stamped.
+func (r *release) checkBinaries(t *testing.T) {
+	machines := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
+	cpus := map[string]macho.Cpu{"amd64": macho.CpuAmd64, "arm64": macho.CpuArm64}
+	for b, platform := range r.binaries() {
+		goos, arch, _ := strings.Cut(platform, "/")
+		path := filepath.Join(r.dist, b)
+		switch goos {
+		case "linux":
+			f, err := elf.Open(path)
+			if err != nil {
+				t.Errorf("%s: not ELF: %v", b, err)
+				continue
+			}
+			if f.Machine != machines[arch] || f.Type != elf.ET_EXEC {
+				t.Errorf("%s: ELF %v %v, want an executable for %v", b, f.Type, f.Machine, machines[arch])
+			}
+			for _, p := range f.Progs {
+				if p.Type == elf.PT_INTERP || p.Type == elf.PT_DYNAMIC {
+					t.Errorf("%s: has %v: not static", b, p.Type)
+				}
+			}
+			if libs, _ := f.ImportedLibraries(); len(libs) > 0 {
+				t.Errorf("%s: needs %q: not static", b, libs)
+			}
+			if f.Section(".symtab") != nil {
+				t.Errorf("%s: has a symbol table: not stripped", b)
+			}
+			f.Close()
+		case "darwin":
+			f, err := macho.Open(path)
+			if err != nil {
+				t.Errorf("%s: not Mach-O: %v", b, err)
+				continue
+			}
+			if f.Cpu != cpus[arch] || f.Type != macho.TypeExec {
+				t.Errorf("%s: Mach-O %v %v, want an executable for %v", b, f.Type, f.Cpu, cpus[arch])
+			}
+			if f.Symtab != nil && len(f.Symtab.Syms) > 0 {
+				t.Errorf("%s: %d symbols: not stripped", b, len(f.Symtab.Syms))
+			}
+			f.Close()
+		}
+		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm()&0o111 == 0 {
+			t.Errorf("%s: not executable: %v", b, err)
+		}
+		if !bytes.Contains(r.file(t, b), []byte(releaseVersion)) {
+			t.Errorf("%s: %s is nowhere in the binary", b, releaseVersion)
+		}
+		if goos != runtime.GOOS || arch != runtime.GOARCH {
+			continue
+		}
+		out, err := exec.Command(path, "version").Output()
+		prog := strings.TrimSuffix(b, "-"+goos+"-"+arch)
+		if err != nil || string(out) != prog+" "+releaseVersion+"\n" {
+			t.Errorf("%s version: %q, %v; want %q", b, out, err, prog+" "+releaseVersion+"\n")
+		}
+	}
+}
+
+// Each SBOM names its binary and lists exactly the modules go version -m
+// finds in it, at the versions the module graph selects, and the Go
+// standard library it was built with.
+func (r *release) checkSBOMs(t *testing.T) {
+	selected := map[string]string{}
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Path}} {{.Version}}", "all")
+	cmd.Dir = r.src
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list -m all: %v", err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if path, v, ok := strings.Cut(l, " "); ok {
+			selected[path] = v
+		}
+	}
+	for b := range r.binaries() {
+		var bom struct {
+			BOMFormat    string `json:"bomFormat"`
+			SerialNumber string `json:"serialNumber"`
+			Metadata     struct {
+				Timestamp string `json:"timestamp"`
+				Component struct {
+					Name, Version string
+				} `json:"component"`
+			} `json:"metadata"`
+			Components []struct {
+				Type, Name, Version string
+			} `json:"components"`
+		}
+		if err := json.Unmarshal(r.file(t, b+".cdx.json"), &bom); err != nil {
+			t.Errorf("%s.cdx.json: %v", b, err)
+			continue
+		}
+		if bom.BOMFormat != "CycloneDX" || bom.Metadata.Component.Name != "github.com/meshgate/meshgate" ||
+			bom.Metadata.Component.Version != releaseVersion || bom.SerialNumber == "" {
+			t.Errorf("%s.cdx.json: format %q, component %+v, serial %q; want CycloneDX for github.com/meshgate/meshgate %s with a serial number",
+				b, bom.BOMFormat, bom.Metadata.Component, bom.SerialNumber, releaseVersion)
+		}
+		listed := map[string]string{}
+		for _, c := range bom.Components {
+			listed[c.Name] = c.Version
+		}
+
+		out, err := exec.Command("go", "version", "-m", filepath.Join(r.dist, b)).Output()
+		if err != nil {
+			t.Errorf("go version -m %s: %v", b, err)
+			continue
+		}
+		linked := map[string]string{}
+		for _, l := range strings.Split(string(out), "\n") {
+			f := strings.Fields(l)
+			switch {
+			case len(f) >= 3 && f[0] == "dep":
+				linked[f[1]] = f[2]
+			case len(f) >= 3 && f[0] == "=>":
+				t.Errorf("%s: %s is replaced: %q", b, f[1], l)
+			case len(f) == 2 && strings.HasSuffix(f[0], ":"):
+				linked["std"] = f[1] // "dist/x: go1.26.8"
+			}
+		}
+		if !maps.Equal(listed, linked) {
+			t.Errorf("%s.cdx.json lists %v; go version -m finds %v", b, listed, linked)
+		}
+		for m, v := range linked {
+			if m != "std" && selected[m] != v {
+				t.Errorf("%s links %s %s; go.mod selects %q", b, m, v, selected[m])
+			}
+		}
+	}
+}
+
+// ociDescriptor, ociManifest and ociConfig are the parts of the OCI image
+// spec the test reads.
+type ociDescriptor struct {
+	MediaType   string            `json:"mediaType"`
+	Digest      string            `json:"digest"`
+	Size        int64             `json:"size"`
+	Annotations map[string]string `json:"annotations"`
+	Platform    *struct {
+		OS           string `json:"os"`
+		Architecture string `json:"architecture"`
+		Variant      string `json:"variant"`
+	} `json:"platform"`
+}
+
+type ociIndex struct {
+	SchemaVersion int               `json:"schemaVersion"`
+	MediaType     string            `json:"mediaType"`
+	Manifests     []ociDescriptor   `json:"manifests"`
+	Annotations   map[string]string `json:"annotations"`
+}
+
+type ociManifest struct {
+	MediaType   string            `json:"mediaType"`
+	Config      ociDescriptor     `json:"config"`
+	Layers      []ociDescriptor   `json:"layers"`
+	Annotations map[string]string `json:"annotations"`
+}
+
+type ociConfig struct {
+	Created      time.Time `json:"created"`
+	OS           string    `json:"os"`
+	Architecture string    `json:"architecture"`
+	Config       struct {
+		User       string   `json:"User"`
+		Entrypoint []string `json:"Entrypoint"`
+		Cmd        []string `json:"Cmd"`
+	} `json:"config"`
+	RootFS struct {
+		DiffIDs []string `json:"diff_ids"`
+	} `json:"rootfs"`
+}
+
+// blob reads a blob of the layout, checking its digest and size.
+func (r *release) blob(t *testing.T, d ociDescriptor) []byte {
+	t.Helper()
+	hexSum, ok := strings.CutPrefix(d.Digest, "sha256:")
+	if !ok || len(hexSum) != 64 || strings.ContainsAny(hexSum, "/.") {
+		t.Fatalf("digest %q: want sha256", d.Digest)
+	}
+	b := readFile(t, filepath.Join(r.dist, "oci", "blobs", "sha256", hexSum))
+	if got := sha256Hex(b); got != hexSum || int64(len(b)) != d.Size {
+		t.Fatalf("blob %s: sha256:%s, %d bytes; descriptor says %d bytes", d.Digest, got, len(b), d.Size)
+	}
+	return b
+}
+
+func decode[T any](t *testing.T, what string, b []byte) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return v
+}
+
+// The layout holds one index, tagged with the version, of exactly the
+// linux/amd64 and linux/arm64 images, each holding its own binary.
+func (r *release) checkImage(t *testing.T) {
+	wantAnnotations := map[string]string{
+		"org.opencontainers.image.source":   "https://github.com/meshgate/meshgate",
+		"org.opencontainers.image.revision": r.revision,
+		"org.opencontainers.image.version":  releaseVersion,
+		"org.opencontainers.image.created":  r.created.Format(time.RFC3339),
+	}
+	annotated := func(what string, got map[string]string) {
+		for k, v := range wantAnnotations {
+			if got[k] != v {
+				t.Errorf("%s: annotation %s = %q, want %q", what, k, got[k], v)
+			}
+		}
+	}
+	if b := r.file(t, "oci/oci-layout"); !bytes.Contains(b, []byte(`"imageLayoutVersion"`)) {
+		t.Errorf("oci/oci-layout holds %s", b)
+	}
+	top := decode[ociIndex](t, "oci/index.json", r.file(t, "oci/index.json"))
+	if len(top.Manifests) != 1 || top.Manifests[0].MediaType != "application/vnd.oci.image.index.v1+json" ||
+		top.Manifests[0].Annotations["org.opencontainers.image.ref.name"] != releaseVersion {
+		t.Fatalf("oci/index.json names %+v, want one image index tagged %s", top.Manifests, releaseVersion)
+	}
+	idx := decode[ociIndex](t, "index", r.blob(t, top.Manifests[0]))
+	if idx.MediaType != "application/vnd.oci.image.index.v1+json" || idx.SchemaVersion != 2 {
+		t.Errorf("index: media type %q, schema %d", idx.MediaType, idx.SchemaVersion)
+	}
+	annotated("index", idx.Annotations)
+	var platforms []string
+	for _, m := range idx.Manifests {
+		if m.Platform == nil {
+			t.Errorf("index: manifest %s has no platform", m.Digest)
+			continue
+		}
+		platform := m.Platform.OS + "/" + m.Platform.Architecture
+		if m.Platform.Variant != "" {
+			platform += "/" + m.Platform.Variant
+		}
+		platforms = append(platforms, platform)
+		if m.MediaType != "application/vnd.oci.image.manifest.v1+json" {
+			t.Errorf("%s: media type %q", platform, m.MediaType)
+			continue
+		}
+		man := decode[ociManifest](t, platform+" manifest", r.blob(t, m))
+		annotated(platform+" manifest", man.Annotations)
+		cfg := decode[ociConfig](t, platform+" config", r.blob(t, man.Config))
+		if cfg.OS+"/"+cfg.Architecture != platform {
+			t.Errorf("%s: config for %s/%s", platform, cfg.OS, cfg.Architecture)
+		}
+		if cfg.Config.User != "65532:65532" || !slices.Equal(cfg.Config.Entrypoint, []string{"/usr/local/bin/meshgate"}) || cfg.Config.Cmd != nil {
+			t.Errorf("%s: user %q, entrypoint %q, cmd %q; want 65532:65532, the binary, no cmd",
+				platform, cfg.Config.User, cfg.Config.Entrypoint, cfg.Config.Cmd)
+		}
+		if !cfg.Created.Equal(r.created) {
+			t.Errorf("%s: created %v, want the commit's time %v", platform, cfg.Created, r.created)
+		}
+		if len(man.Layers) != 1 || man.Layers[0].MediaType != "application/vnd.oci.image.layer.v1.tar+gzip" {
+			t.Errorf("%s: layers %+v, want one gzipped tar", platform, man.Layers)
+			continue
+		}
+		files, diffID := layerFiles(t, r.blob(t, man.Layers[0]))
+		if !slices.Equal(cfg.RootFS.DiffIDs, []string{diffID}) {
+			t.Errorf("%s: diff_ids %q, want the layer's %s", platform, cfg.RootFS.DiffIDs, diffID)
+		}
+		want := []string{"usr/ dir 755 0:0", "usr/local/ dir 755 0:0", "usr/local/bin/ dir 755 0:0",
+			"usr/local/bin/meshgate file 755 0:0 " + r.sums["meshgate-"+strings.ReplaceAll(platform, "/", "-")]}
+		if !slices.Equal(files, want) {
+			t.Errorf("%s: layer holds\n%s\nwant\n%s", platform, strings.Join(files, "\n"), strings.Join(want, "\n"))
+		}
+	}
+	if slices.Sort(platforms); !slices.Equal(platforms, []string{"linux/amd64", "linux/arm64"}) {
+		t.Errorf("index lists %q, want linux/amd64 and linux/arm64", platforms)
+	}
+}
+
+// layerFiles lists a gzipped layer's entries as "name type mode uid:gid
+// [sha256]", with the digest of the uncompressed tar.
+func layerFiles(t *testing.T, gz []byte) ([]string, string) {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []string
+	tr := tar.NewReader(bytes.NewReader(raw))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		entry := fmt.Sprintf("%s %s %o %d:%d", h.Name, map[byte]string{tar.TypeDir: "dir", tar.TypeReg: "file"}[h.Typeflag],
+			h.Mode, h.Uid, h.Gid)
+		if h.Typeflag == tar.TypeReg {
+			b, err := io.ReadAll(tr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			entry += " " + sha256Hex(b)
+		}
+		files = append(files, entry)
+	}
+	return files, "sha256:" + sha256Hex(raw)
+}
+
+// The amd64 image, unpacked by umoci as a runtime would, is the init
+// container of a pod: it installs the binary into an emptyDir as the
+// image's user, and the app container runs it from there.
+func (r *release) checkPod(t *testing.T) {
+	index := &pod.Image{Layout: filepath.Join(r.dist, "oci"), Tag: releaseVersion}
+	img, err := index.Platform(filepath.Join(t.TempDir(), "amd64"), "linux/amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := pod.New(t)
+	install := p.Run(pod.Container{Name: "meshgate-install", Image: img, ReadOnly: true,
+		Args:   []string{"install", "/meshgate"},
+		Mounts: []pod.Mount{{Volume: "meshgate", Path: "/meshgate"}}})
+	if install.Code != 0 || !strings.Contains(install.Stderr, `"msg":"installed"`) {
+		t.Fatalf("init container: exit %d\n%s%s", install.Code, install.Stdout, install.Stderr)
+	}
+	installed := readFile(t, filepath.Join(p.Volume("meshgate"), "meshgate"))
+	if got := sha256Hex(installed); got != r.sums["meshgate-linux-amd64"] {
+		t.Errorf("the emptyDir holds %s, want meshgate-linux-amd64 (%s)", got, r.sums["meshgate-linux-amd64"])
+	}
+	if !strings.Contains(install.Stderr, `"sha256":"`+r.sums["meshgate-linux-amd64"]+`"`) {
+		t.Errorf("install log %s, want the checksum of meshgate-linux-amd64", install.Stderr)
+	}
+	app := p.Run(pod.Container{Name: "app", User: "65532:65532", ReadOnly: true,
+		Rootfs:  pod.Scratch(t, nil),
+		Command: []string{"/meshgate/meshgate", "version"},
+		Mounts:  []pod.Mount{{Volume: "meshgate", Path: "/meshgate", ReadOnly: true}}})
+	if app.Code != 0 || app.Stdout != "meshgate "+releaseVersion+"\n" {
+		t.Errorf("app container: exit %d, %q%s; want meshgate %s", app.Code, app.Stdout, app.Stderr, releaseVersion)
+	}
+}
+
+// make publish pushes the index to a registry, here one on loopback, as the
+// version and as latest, and both name the digest of the layout's index.
+func (r *release) checkPublish(t *testing.T) {
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	repo := strings.TrimPrefix(srv.URL, "http://") + "/meshgate/meshgate"
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "make", "-C", r.src, "--no-print-directory", "publish",
+		"VERSION="+releaseVersion, "DIST="+r.dist, "IMAGE_REPO="+repo)
+	// No credentials of the machine: this registry asks for none.
+	cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("make publish: %v\n%s", err, out)
+	}
+	top := decode[ociIndex](t, "oci/index.json", r.file(t, "oci/index.json"))
+	for _, tag := range []string{releaseVersion, "latest"} {
+		ref, err := name.ParseReference(repo + ":" + tag)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := remote.Head(ref, remote.WithContext(ctx))
+		if err != nil {
+			t.Errorf("%s after make publish: %v\n%s", ref, err, out)
+			continue
+		}
+		if d.Digest.String() != top.Manifests[0].Digest || d.MediaType != "application/vnd.oci.image.index.v1+json" {
+			t.Errorf("%s is %s %s, want the index %s", ref, d.MediaType, d.Digest, top.Manifests[0].Digest)
+		}
+		idx, err := remote.Index(ref, remote.WithContext(ctx))
+		if err != nil {
+			t.Errorf("%s: %v", ref, err)
+			continue
+		}
+		m, err := idx.IndexManifest()
+		if err != nil || len(m.Manifests) != 2 {
+			t.Errorf("%s: %v, %d images, want 2", ref, err, len(m.Manifests))
+		}
+		for _, desc := range m.Manifests {
+			img, err := idx.Image(desc.Digest)
+			if err == nil {
+				_, err = img.Layers()
+			}
+			if err != nil {
+				t.Errorf("%s: image %s: %v", ref, desc.Digest, err)
+			}
+		}
+	}
+}
+
+// treeDigests maps every file under dir to its SHA-256.
+func treeDigests(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	sums := map[string]string{}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		sums[rel] = sha256Hex(readFile(t, path))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sums
+}
+
+func readFile(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
