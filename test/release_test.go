@@ -340,10 +340,14 @@ func (r *release) checkBinaries(t *testing.T) {
 		if goos != runtime.GOOS || arch != runtime.GOARCH {
 			continue
 		}
-		out, err := exec.Command(path, "version").Output()
 		prog := strings.TrimSuffix(b, "-"+goos+"-"+arch)
+		arg := "version" // meshgate's command; meshgate-inject's is a flag
+		if prog == "meshgate-inject" {
+			arg = "--version"
+		}
+		out, err := exec.Command(path, arg).Output()
 		if err != nil || string(out) != prog+" "+releaseVersion+"\n" {
-			t.Errorf("%s version: %q, %v; want %q", b, out, err, prog+" "+releaseVersion+"\n")
+			t.Errorf("%s %s: %q, %v; want %q", b, arg, out, err, prog+" "+releaseVersion+"\n")
 		}
 	}
 }
