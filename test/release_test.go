@@ -23,6 +23,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,8 +46,10 @@ const releaseTimeout = 20 * time.Minute
 // their SBOMs, the OCI layout and its images, the amd64 image as the init
 // container of a pod, and that the second run gives the same bytes. Then
 // make publish pushes the layout to a registry on loopback.
+//
+// Not parallel: it cross-compiles for every platform, which on a cold build
+// cache would starve the pods of the other tests of CPU.
 func TestRelease(t *testing.T) {
-	t.Parallel()
 	if testing.Short() && os.Getenv("CI") != "true" {
 		t.Skip("make release builds every release binary twice; not in -short")
 	}
@@ -173,7 +176,7 @@ func refusals(t *testing.T, src, dist string) {
 	t.Helper()
 	try := func(version, want string) {
 		t.Helper()
-		cmd := exec.Command("make", "-C", src, "--no-print-directory", "-s", "release", "VERSION="+version, "DIST="+dist)
+		cmd := makeCommand(t, src, "release", "-s", "VERSION="+version, "DIST="+dist)
 		out, err := cmd.CombinedOutput()
 		if code := exitCodeOf(err); code == 0 || !strings.Contains(string(out), want) {
 			t.Errorf("make release VERSION=%s: exit %d, %s; want a failure saying %q", version, code, out, want)
@@ -197,16 +200,30 @@ func refusals(t *testing.T, src, dist string) {
 
 func makeRelease(t *testing.T, src, dist string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "make", "-C", src, "--no-print-directory", "release",
-		"VERSION="+releaseVersion, "DIST="+dist)
+	cmd := makeCommand(t, src, "release", "VERSION="+releaseVersion, "DIST="+dist)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("make release: %v\n%s", err, out)
 	}
 	t.Logf("make release in %v", time.Since(start).Round(time.Second))
+}
+
+// makeCommand runs make target in dir in a process group of its own, which
+// is killed whole (make, go build, the tools) after releaseTimeout, or
+// before the test binary's own deadline would end it and leave them behind.
+func makeCommand(t *testing.T, dir, target string, vars ...string) *exec.Cmd {
+	t.Helper()
+	deadline := time.Now().Add(releaseTimeout)
+	if d, ok := t.Deadline(); ok && d.Add(-30*time.Second).Before(deadline) {
+		deadline = d.Add(-30 * time.Second)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, "make", append([]string{"-C", dir, "--no-print-directory", target}, vars...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	return cmd
 }
 
 func readRelease(t *testing.T, src, dist string) *release {
@@ -641,8 +658,7 @@ func (r *release) checkPublish(t *testing.T) {
 	repo := strings.TrimPrefix(srv.URL, "http://") + "/meshgate/meshgate"
 	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "make", "-C", r.src, "--no-print-directory", "publish",
-		"VERSION="+releaseVersion, "DIST="+r.dist, "IMAGE_REPO="+repo)
+	cmd := makeCommand(t, r.src, "publish", "VERSION="+releaseVersion, "DIST="+r.dist, "IMAGE_REPO="+repo)
 	// No credentials of the machine: this registry asks for none.
 	cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+t.TempDir())
 	out, err := cmd.CombinedOutput()
