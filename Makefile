@@ -121,9 +121,9 @@ bench-webhook: kube-bins build
 #                              when cmd/meshgate-inject exists
 #   NAME.cdx.json              a CycloneDX SBOM of each binary: the modules
 #                              its build information says it links
-#   SHA256SUMS                 of every file above
 #   oci/                       an OCI image layout: one index, tagged VERSION,
 #                              of the image for each of GATE_PLATFORMS
+#   SHA256SUMS                 of every file above, the layout's included
 # Nothing depends on the clock or the machine: the binaries are built
 # -trimpath without build IDs, the images are dated at the commit, the SBOMs
 # carry no time stamp and a serial number derived from the binary. Two runs
@@ -170,11 +170,11 @@ release: release-tools
 		$(RELEASE_TOOLS)/cyclonedx-gomod bin -json -std -notimestamp -serial "$$serial" \
 			-version $(VERSION) -output "$$f.cdx.json" "$$f"; \
 	done; \
-	(cd $(DIST) && LC_ALL=C ls meshgate-* | xargs sha256sum > SHA256SUMS); \
 	digest=$$($(GO) run ./test/release oci -o $(DIST)/oci -version $(VERSION) -revision $$revision \
 		-created $$created -source $(SOURCE_URL) \
 		$(foreach p,$(GATE_PLATFORMS),$(p)=$(DIST)/meshgate-$(subst /,-,$(p)))); \
-	cat $(DIST)/SHA256SUMS; \
+	(cd $(DIST) && find . -type f ! -name SHA256SUMS | sed 's|^\./||' | LC_ALL=C sort | xargs sha256sum > SHA256SUMS); \
+	grep -v '  oci/' $(DIST)/SHA256SUMS; \
 	echo "$(DIST)/oci: index $$digest, tagged $(VERSION), for $(GATE_PLATFORMS)"
 
 # Pushes the index of DIST/oci to IMAGE_REPO as VERSION, and as latest unless
