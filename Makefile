@@ -184,7 +184,7 @@ release: release-tools
 publish: release-tools
 	@set -euo pipefail; \
 	test -f $(DIST)/oci/index.json || { echo "make publish: no $(DIST)/oci: run make release VERSION=... first" >&2; exit 2; }; \
-	digest=$$($(GO) run ./test/release digest $(DIST)/oci); \
+	digest=$$($(GO) run ./test/release digest $(DIST)/oci $(VERSION)); \
 	pushed=$$($(RELEASE_TOOLS)/crane push $(DIST)/oci $(IMAGE_REPO):$(VERSION)); \
 	if [ "$$pushed" != "$(IMAGE_REPO)@$$digest" ]; then \
 		echo "make publish: pushed $$pushed, want $(IMAGE_REPO)@$$digest" >&2; exit 1; fi; \
@@ -199,7 +199,7 @@ sign:
 	@set -euo pipefail; \
 	command -v cosign >/dev/null || { echo "make sign: cosign is not installed" >&2; exit 2; }; \
 	test -f $(DIST)/SHA256SUMS || { echo "make sign: no $(DIST)/SHA256SUMS: run make release VERSION=... first" >&2; exit 2; }; \
-	digest=$$($(GO) run ./test/release digest $(DIST)/oci); \
+	digest=$$($(GO) run ./test/release digest $(DIST)/oci $(VERSION)); \
 	cosign sign --yes $(IMAGE_REPO)@$$digest; \
 	cosign sign-blob --yes --bundle $(DIST)/SHA256SUMS.sigstore.json $(DIST)/SHA256SUMS
 

@@ -655,10 +655,24 @@ func (r *release) checkPublish(t *testing.T) {
 	repo := strings.TrimPrefix(srv.URL, "http://") + "/meshgate/meshgate"
 	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()
-	cmd := makeCommand(t, r.src, "publish", "VERSION="+releaseVersion, "DIST="+r.dist, "IMAGE_REPO="+repo)
-	// No credentials of the machine: this registry asks for none.
-	cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+t.TempDir())
-	out, err := cmd.CombinedOutput()
+	publish := func(version string) ([]byte, error) {
+		cmd := makeCommand(t, r.src, "publish", "VERSION="+version, "DIST="+r.dist, "IMAGE_REPO="+repo)
+		// No credentials of the machine: this registry asks for none.
+		cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+t.TempDir())
+		return cmd.CombinedOutput()
+	}
+	// The layout of one version is never pushed as another.
+	if out, err := publish("v1.2.4"); err == nil || !strings.Contains(string(out), `holds the release "`+releaseVersion+`", not "v1.2.4"`) {
+		t.Errorf("make publish VERSION=v1.2.4 of a %s layout: %v\n%s; want a refusal", releaseVersion, err, out)
+	}
+	repository, err := name.NewRepository(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tags, err := remote.List(repository, remote.WithContext(ctx)); err == nil || len(tags) > 0 {
+		t.Errorf("after a refused publish the registry lists %q (%v), want no repository", tags, err)
+	}
+	out, err := publish(releaseVersion)
 	if err != nil {
 		t.Fatalf("make publish: %v\n%s", err, out)
 	}

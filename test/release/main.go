@@ -4,7 +4,7 @@
 // revision and commit time always give the same digests.
 //
 //	release oci -o DIR -version V -revision SHA -created UNIX -source URL OS/ARCH=BINARY...
-//	release digest DIR
+//	release digest DIR [TAG]
 //
 // "oci" writes DIR afresh: index.json names the index by the version
 // (org.opencontainers.image.ref.name), and the index holds one image per
@@ -14,7 +14,8 @@
 // It prints the index's digest.
 //
 // "digest" prints the digest of the index a layout's index.json names, for
-// signing what was pushed.
+// signing what was pushed; with TAG, it fails unless the index is tagged
+// TAG, so that a release is never published under another version's name.
 //
 // go-containerregistry writes the layout: it is what crane and ko are made
 // of, it computes every digest and size from the bytes it writes, and with
@@ -71,10 +72,10 @@ func run(args []string, stdout io.Writer) error {
 	case "oci":
 		return runOCI(args[1:], stdout)
 	case "digest":
-		if len(args) != 2 {
-			return usageError{errors.New("digest takes one layout directory")}
+		if len(args) != 2 && len(args) != 3 {
+			return usageError{errors.New("digest takes a layout directory and an optional tag")}
 		}
-		d, err := indexDigest(args[1])
+		d, err := indexDigest(args[1], args[2:]...)
 		if err != nil {
 			return err
 		}
@@ -250,8 +251,9 @@ func rootfs(bin []byte, mtime time.Time) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// indexDigest is the digest of the one index dir's index.json names.
-func indexDigest(dir string) (v1.Hash, error) {
+// indexDigest is the digest of the one index dir's index.json names,
+// which must be tagged tag if one is given.
+func indexDigest(dir string, tag ...string) (v1.Hash, error) {
 	idx, err := layout.ImageIndexFromPath(dir)
 	if err != nil {
 		return v1.Hash{}, err
@@ -262,6 +264,9 @@ func indexDigest(dir string) (v1.Hash, error) {
 	}
 	if len(m.Manifests) != 1 || !m.Manifests[0].MediaType.IsIndex() {
 		return v1.Hash{}, fmt.Errorf("%s: index.json should name exactly one image index", dir)
+	}
+	if got := m.Manifests[0].Annotations["org.opencontainers.image.ref.name"]; len(tag) > 0 && got != tag[0] {
+		return v1.Hash{}, fmt.Errorf("%s holds the release %q, not %q", dir, got, tag[0])
 	}
 	return m.Manifests[0].Digest, nil
 }
