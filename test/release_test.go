@@ -474,6 +474,7 @@ type ociConfig struct {
 		User       string   `json:"User"`
 		Entrypoint []string `json:"Entrypoint"`
 		Cmd        []string `json:"Cmd"`
+		Env        []string `json:"Env"`
 	} `json:"config"`
 	RootFS struct {
 		DiffIDs []string `json:"diff_ids"`
@@ -556,6 +557,9 @@ func (r *release) checkImage(t *testing.T) {
 		if cfg.Config.User != "65532:65532" || !slices.Equal(cfg.Config.Entrypoint, []string{"/usr/local/bin/meshgate"}) || cfg.Config.Cmd != nil {
 			t.Errorf("%s: user %q, entrypoint %q, cmd %q; want 65532:65532, the binary, no cmd",
 				platform, cfg.Config.User, cfg.Config.Entrypoint, cfg.Config.Cmd)
+		}
+		if want := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}; !slices.Equal(cfg.Config.Env, want) {
+			t.Errorf("%s: env %q, want %q", platform, cfg.Config.Env, want)
 		}
 		if !cfg.Created.Equal(r.created) {
 			t.Errorf("%s: created %v, want the commit's time %v", platform, cfg.Created, r.created)

@@ -213,7 +213,10 @@ func image(r release, osName, arch, binary string) (v1.Image, error) {
 	cf.Config = v1.Config{
 		User:       user,
 		Entrypoint: []string{binaryPath},
-		Labels:     r.annotations(),
+		// The PATH docker build and buildah give an image that sets none, so
+		// that both ways of building the image give the same container.
+		Env:    []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+		Labels: r.annotations(),
 	}
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		return nil, err
