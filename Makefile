@@ -1,4 +1,4 @@
-# meshgate: make demo | test | build | image
+# meshgate: make demo | test | build | image | release
 SHELL   := /bin/bash
 GO      ?= go
 BIN     := bin
@@ -193,14 +193,16 @@ publish: release-tools
 	*) $(RELEASE_TOOLS)/crane tag $(IMAGE_REPO)@$$digest latest && echo "tagged $(IMAGE_REPO):latest = $$pushed";; esac
 
 # Signs, keylessly with cosign (installed by the release workflow), the
-# pushed index by digest and DIST/SHA256SUMS, whose bundle joins the release
-# files. It needs an OIDC identity: in the release workflow, the job's.
+# pushed index by digest, and each platform's image in it (--recursive: a
+# policy that checks the digest a node resolved finds a signature too), and
+# DIST/SHA256SUMS, whose bundle joins the release files. It needs an OIDC
+# identity: in the release workflow, the job's.
 sign:
 	@set -euo pipefail; \
 	command -v cosign >/dev/null || { echo "make sign: cosign is not installed" >&2; exit 2; }; \
 	test -f $(DIST)/SHA256SUMS || { echo "make sign: no $(DIST)/SHA256SUMS: run make release VERSION=... first" >&2; exit 2; }; \
 	digest=$$($(GO) run ./test/release digest $(DIST)/oci $(VERSION)); \
-	cosign sign --yes $(IMAGE_REPO)@$$digest; \
+	cosign sign --yes --recursive $(IMAGE_REPO)@$$digest; \
 	cosign sign-blob --yes --bundle $(DIST)/SHA256SUMS.sigstore.json $(DIST)/SHA256SUMS
 
 # Creates the release of tag VERSION on the forge with the files of DIST
