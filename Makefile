@@ -155,6 +155,7 @@ release: release-tools
 	dirty=$$(git status --porcelain --untracked-files=normal); \
 	if [ -n "$$dirty" ]; then \
 		printf 'make release: the tree has uncommitted changes; commit or stash them:\n%s\n' "$$dirty" >&2; exit 2; fi; \
+	case "$(DIST)" in ""|/|.|..|./|../) echo "make release: DIST=$(DIST) would remove more than a release" >&2; exit 2;; esac; \
 	revision=$$(git rev-parse HEAD); created=$$(git log -1 --format=%ct HEAD); \
 	rm -rf $(DIST); mkdir -p $(DIST); \
 	build() { \
