@@ -169,9 +169,9 @@ func git(t *testing.T, dir string, args ...string) string {
 	return string(out)
 }
 
-// refusals: make release refuses a version that is not a tag's and a tree
-// with changes not committed, with exit 2, one message naming the problem,
-// and nothing written.
+// refusals: make release refuses a version that is not a tag's, a DIST
+// that is the tree or the root, and a tree with changes not committed,
+// with a message naming the problem, and nothing written or removed.
 func refusals(t *testing.T, src, dist string) {
 	t.Helper()
 	try := func(version, want string) {
@@ -187,6 +187,16 @@ func refusals(t *testing.T, src, dist string) {
 	}
 	for _, v := range []string{"1.2.3", "v1.2", "v1.2.3 ", "latest", ""} {
 		try(v, "is not a version tag such as v1.2.3")
+	}
+	for _, d := range []string{"", ".", "/"} {
+		cmd := makeCommand(t, src, "release", "-s", "VERSION="+releaseVersion, "DIST="+d)
+		out, err := cmd.CombinedOutput()
+		if code := exitCodeOf(err); code == 0 || !strings.Contains(string(out), "would remove more than a release") {
+			t.Errorf("make release DIST=%q: exit %d, %s; want a refusal", d, code, out)
+		}
+		if _, err := os.Stat(filepath.Join(src, "go.mod")); err != nil {
+			t.Fatalf("make release DIST=%q removed the tree: %v", d, err)
+		}
 	}
 	stray := filepath.Join(src, "stray.go")
 	if err := os.WriteFile(stray, []byte("package stray\n"), 0o644); err != nil {
