@@ -123,14 +123,23 @@ bench-webhook: kube-bins build
 #                              its build information says it links
 #   oci/                       an OCI image layout: one index, tagged VERSION,
 #                              of the image for each of GATE_PLATFORMS
-#   SHA256SUMS                 of every file above, the layout's included
+#   oci-inject/                the same for the meshgate-inject image, for
+#                              GATE_PLATFORMS, when cmd/meshgate-inject exists:
+#                              the binary and the CA bundle CA_BUNDLE
+#   SHA256SUMS                 of every file above, the layouts' included
 # Nothing depends on the clock or the machine: the binaries are built
 # -trimpath without build IDs, the images are dated at the commit, the SBOMs
 # carry no time stamp and a serial number derived from the binary. Two runs
-# give the same bytes (the release test checks it).
+# give the same bytes (the release test checks it). One input comes from the
+# build machine: the meshgate-inject image's CA bundle is CA_BUNDLE, Debian's
+# ca-certificates file, so that image is the same wherever that file is.
 DIST             ?= dist
 SOURCE_URL       := https://github.com/meshgate/meshgate
 IMAGE_REPO       ?= ghcr.io/meshgate/meshgate
+INJECT_IMAGE_REPO ?= ghcr.io/meshgate/meshgate-inject
+# meshgate-inject reads registries over HTTPS: its image carries the build
+# machine's CA bundle (Debian's ca-certificates package writes it).
+CA_BUNDLE        ?= /etc/ssl/certs/ca-certificates.crt
 GATE_PLATFORMS   := linux/amd64 linux/arm64
 INJECT_PLATFORMS := linux/amd64 linux/arm64 darwin/amd64 darwin/arm64
 # Built when the directory is there, so a checkout without it still releases.
@@ -156,6 +165,7 @@ release: release-tools
 	if [ -n "$$dirty" ]; then \
 		printf 'make release: the tree has uncommitted changes; commit or stash them:\n%s\n' "$$dirty" >&2; exit 2; fi; \
 	case "$(DIST)" in ""|/|.|..|./|../) echo "make release: DIST=$(DIST) would remove more than a release" >&2; exit 2;; esac; \
+	$(if $(INJECT_PKG),test -s "$(CA_BUNDLE)" || { echo "make release: no CA bundle at CA_BUNDLE=$(CA_BUNDLE): install ca-certificates" >&2; exit 2; };) \
 	revision=$$(git rev-parse HEAD); created=$$(git log -1 --format=%ct HEAD); \
 	rm -rf $(DIST); mkdir -p $(DIST); \
 	build() { \
@@ -174,29 +184,43 @@ release: release-tools
 	digest=$$($(GO) run ./test/release oci -o $(DIST)/oci -version $(VERSION) -revision $$revision \
 		-created $$created -source $(SOURCE_URL) \
 		$(foreach p,$(GATE_PLATFORMS),$(p)=$(DIST)/meshgate-$(subst /,-,$(p)))); \
+	$(if $(INJECT_PKG),inject=$$($(GO) run ./test/release oci -o $(DIST)/oci-inject -name meshgate-inject \
+		-ca $(CA_BUNDLE) -version $(VERSION) -revision $$revision -created $$created -source $(SOURCE_URL) \
+		$(foreach p,$(GATE_PLATFORMS),$(p)=$(DIST)/meshgate-inject-$(subst /,-,$(p))));) \
 	(cd $(DIST) && find . -type f ! -name SHA256SUMS | sed 's|^\./||' | LC_ALL=C sort | xargs sha256sum > SHA256SUMS); \
-	grep -v '  oci/' $(DIST)/SHA256SUMS; \
-	echo "$(DIST)/oci: index $$digest, tagged $(VERSION), for $(GATE_PLATFORMS)"
+	grep -Ev '  oci(-inject)?/' $(DIST)/SHA256SUMS; \
+	echo "$(DIST)/oci: meshgate index $$digest, tagged $(VERSION), for $(GATE_PLATFORMS)"; \
+	$(if $(INJECT_PKG),echo "$(DIST)/oci-inject: meshgate-inject index $$inject tagged $(VERSION) for $(GATE_PLATFORMS) with the CA bundle of $(CA_BUNDLE)")
 
-# Pushes the index of DIST/oci to IMAGE_REPO as VERSION, and as latest unless
-# VERSION is a pre-release (v1.2.3-rc.1). Logs in with the credentials of
+# Pushes the index of DIST/oci to IMAGE_REPO, and that of DIST/oci-inject
+# (when the release has it) to INJECT_IMAGE_REPO, as VERSION, and as latest
+# unless VERSION is a pre-release (v1.2.3-rc.1). Both layouts are checked
+# before anything is pushed. Logs in with the credentials of
 # ~/.docker/config.json (docker login, or the release workflow's login step).
 # A registry on localhost is spoken to over plain HTTP, as crane does.
 publish: release-tools
 	@set -euo pipefail; \
 	test -f $(DIST)/oci/index.json || { echo "make publish: no $(DIST)/oci: run make release VERSION=... first" >&2; exit 2; }; \
-	digest=$$($(GO) run ./test/release digest $(DIST)/oci $(VERSION)); \
-	pushed=$$($(RELEASE_TOOLS)/crane push $(DIST)/oci $(IMAGE_REPO):$(VERSION)); \
-	if [ "$$pushed" != "$(IMAGE_REPO)@$$digest" ]; then \
-		echo "make publish: pushed $$pushed, want $(IMAGE_REPO)@$$digest" >&2; exit 1; fi; \
-	echo "pushed $(IMAGE_REPO):$(VERSION) = $$pushed"; \
-	case "$(VERSION)" in *-*) echo "$(VERSION) is a pre-release: latest stays where it is";; \
-	*) $(RELEASE_TOOLS)/crane tag $(IMAGE_REPO)@$$digest latest && echo "tagged $(IMAGE_REPO):latest = $$pushed";; esac
+	layouts="$(DIST)/oci=$(IMAGE_REPO)"; \
+	if [ -d $(DIST)/oci-inject ]; then layouts="$$layouts $(DIST)/oci-inject=$(INJECT_IMAGE_REPO)"; \
+	elif [ -n "$(INJECT_PKG)" ]; then echo "make publish: no $(DIST)/oci-inject: run make release VERSION=... again" >&2; exit 2; fi; \
+	for l in $$layouts; do $(GO) run ./test/release digest $${l%%=*} $(VERSION) >/dev/null; done; \
+	for l in $$layouts; do \
+		dir=$${l%%=*} repo=$${l#*=}; \
+		digest=$$($(GO) run ./test/release digest $$dir $(VERSION)); \
+		pushed=$$($(RELEASE_TOOLS)/crane push $$dir $$repo:$(VERSION)); \
+		if [ "$$pushed" != "$$repo@$$digest" ]; then \
+			echo "make publish: pushed $$pushed, want $$repo@$$digest" >&2; exit 1; fi; \
+		echo "pushed $$repo:$(VERSION) = $$pushed"; \
+		case "$(VERSION)" in *-*) echo "$(VERSION) is a pre-release: $$repo:latest stays where it is";; \
+		*) $(RELEASE_TOOLS)/crane tag $$repo@$$digest latest && echo "tagged $$repo:latest = $$pushed";; esac; \
+	done
 
-# Signs, keylessly with cosign (installed by the release workflow), the
-# pushed index by digest, and each platform's image in it (--recursive: a
-# policy that checks the digest a node resolved finds a signature too), and
-# DIST/SHA256SUMS, whose bundle joins the release files. It needs an OIDC
+# Signs, keylessly with cosign (installed by the release workflow), each
+# pushed index by digest (meshgate's, and meshgate-inject's when DIST has
+# it), and each platform's image in it (--recursive: a policy that checks
+# the digest a node resolved finds a signature too), and DIST/SHA256SUMS,
+# whose bundle joins the release files. It needs an OIDC
 # identity: in the release workflow, the job's.
 sign:
 	@set -euo pipefail; \
@@ -204,6 +228,9 @@ sign:
 	test -f $(DIST)/SHA256SUMS || { echo "make sign: no $(DIST)/SHA256SUMS: run make release VERSION=... first" >&2; exit 2; }; \
 	digest=$$($(GO) run ./test/release digest $(DIST)/oci $(VERSION)); \
 	cosign sign --yes --recursive $(IMAGE_REPO)@$$digest; \
+	if [ -d $(DIST)/oci-inject ]; then \
+		digest=$$($(GO) run ./test/release digest $(DIST)/oci-inject $(VERSION)); \
+		cosign sign --yes --recursive $(INJECT_IMAGE_REPO)@$$digest; fi; \
 	cosign sign-blob --yes --bundle $(DIST)/SHA256SUMS.sigstore.json $(DIST)/SHA256SUMS
 
 # Creates the release of tag VERSION on the forge with the files of DIST

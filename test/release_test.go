@@ -43,9 +43,9 @@ const releaseTimeout = 20 * time.Minute
 
 // TestRelease runs make release on a clean copy of the tree, twice, and
 // checks what it wrote from the files alone: the checksums, the binaries,
-// their SBOMs, the OCI layout and its images, the amd64 image as the init
-// container of a pod, and that the second run gives the same bytes. Then
-// make publish pushes the layout to a registry on loopback.
+// their SBOMs, the OCI layouts of the meshgate and meshgate-inject images,
+// the amd64 images run in a pod, and that the second run gives the same
+// bytes. Then make publish pushes both layouts to a registry on loopback.
 //
 // Not parallel: it cross-compiles for every platform, which on a cold build
 // cache would starve the pods of the other tests of CPU.
@@ -66,8 +66,13 @@ func TestRelease(t *testing.T) {
 	t.Run("checksums", rel.checkSums)
 	t.Run("binaries", rel.checkBinaries)
 	t.Run("sboms", rel.checkSBOMs)
-	t.Run("image", rel.checkImage)
+	for _, img := range rel.images() {
+		t.Run("image/"+img.name, func(t *testing.T) { rel.checkImage(t, img) })
+	}
 	t.Run("pod", rel.checkPod)
+	if rel.inject {
+		t.Run("pod/meshgate-inject", rel.checkInjectPod)
+	}
 	if t.Failed() {
 		return
 	}
@@ -99,6 +104,7 @@ type release struct {
 	created   time.Time
 	sums      map[string]string // file name → SHA-256 in SHA256SUMS
 	inject    bool              // cmd/meshgate-inject is in the tree
+	caBundle  []byte            // the build machine's, which the meshgate-inject image holds
 }
 
 // snapshot commits the module's working tree, as it is (tracked and new
@@ -170,7 +176,8 @@ func git(t *testing.T, dir string, args ...string) string {
 }
 
 // refusals: make release refuses a version that is not a tag's, a DIST
-// that is the tree or the root, and a tree with changes not committed,
+// that is the tree or the root, a missing CA bundle for the meshgate-inject
+// image, and a tree with changes not committed,
 // with a message naming the problem, and nothing written or removed.
 func refusals(t *testing.T, src, dist string) {
 	t.Helper()
@@ -196,6 +203,17 @@ func refusals(t *testing.T, src, dist string) {
 		}
 		if _, err := os.Stat(filepath.Join(src, "go.mod")); err != nil {
 			t.Fatalf("make release DIST=%q removed the tree: %v", d, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(src, "cmd", "meshgate-inject")); err == nil {
+		missing := filepath.Join(t.TempDir(), "ca-certificates.crt")
+		cmd := makeCommand(t, src, "release", "-s", "VERSION="+releaseVersion, "DIST="+dist, "CA_BUNDLE="+missing)
+		out, err := cmd.CombinedOutput()
+		if code := exitCodeOf(err); code != 2 || !strings.Contains(string(out), "no CA bundle at CA_BUNDLE="+missing) {
+			t.Errorf("make release CA_BUNDLE=%s: exit %d, %s; want a refusal naming it", missing, code, out)
+		}
+		if _, err := os.Stat(dist); !os.IsNotExist(err) {
+			t.Errorf("make release CA_BUNDLE=%s wrote %s", missing, dist)
 		}
 	}
 	stray := filepath.Join(src, "stray.go")
@@ -248,6 +266,9 @@ func readRelease(t *testing.T, src, dist string) *release {
 	r.created = time.Unix(n, 0).UTC()
 	_, err := os.Stat(filepath.Join(src, "cmd", "meshgate-inject"))
 	r.inject = err == nil
+	if r.inject {
+		r.caBundle = readFile(t, caBundle)
+	}
 
 	sc := bufio.NewScanner(bytes.NewReader(readFile(t, filepath.Join(dist, "SHA256SUMS"))))
 	for sc.Scan() {
@@ -491,14 +512,14 @@ type ociConfig struct {
 	} `json:"rootfs"`
 }
 
-// blob reads a blob of the layout, checking its digest and size.
-func (r *release) blob(t *testing.T, d ociDescriptor) []byte {
+// blob reads a blob of the layout in DIST/dir, checking its digest and size.
+func (r *release) blob(t *testing.T, dir string, d ociDescriptor) []byte {
 	t.Helper()
 	hexSum, ok := strings.CutPrefix(d.Digest, "sha256:")
 	if !ok || len(hexSum) != 64 || strings.ContainsAny(hexSum, "/.") {
 		t.Fatalf("digest %q: want sha256", d.Digest)
 	}
-	b := readFile(t, filepath.Join(r.dist, "oci", "blobs", "sha256", hexSum))
+	b := readFile(t, filepath.Join(r.dist, dir, "blobs", "sha256", hexSum))
 	if got := sha256Hex(b); got != hexSum || int64(len(b)) != d.Size {
 		t.Fatalf("blob %s: sha256:%s, %d bytes; descriptor says %d bytes", d.Digest, got, len(b), d.Size)
 	}
@@ -514,10 +535,34 @@ func decode[T any](t *testing.T, what string, b []byte) T {
 	return v
 }
 
-// The layout holds one index, tagged with the version, of exactly the
-// linux/amd64 and linux/arm64 images, each holding its own binary.
-func (r *release) checkImage(t *testing.T) {
+// releaseImage is an image make release should write: its name, the
+// layout it is in, and the files its layer holds besides the binary.
+type releaseImage struct {
+	name, layout string
+	files        []string
+}
+
+// caBundle is where the build machine's CA bundle is, and where the
+// meshgate-inject image holds it.
+const caBundle = "/etc/ssl/certs/ca-certificates.crt"
+
+// images are the images the tree should give: meshgate's, and
+// meshgate-inject's with the build machine's CA bundle.
+func (r *release) images() []releaseImage {
+	imgs := []releaseImage{{name: "meshgate", layout: "oci"}}
+	if r.inject {
+		imgs = append(imgs, releaseImage{name: "meshgate-inject", layout: "oci-inject", files: []string{
+			"etc/ dir 755 0:0", "etc/ssl/ dir 755 0:0", "etc/ssl/certs/ dir 755 0:0",
+			"etc/ssl/certs/ca-certificates.crt file 644 0:0 " + sha256Hex(r.caBundle)}})
+	}
+	return imgs
+}
+
+// The image's layout holds one index, tagged with the version, of exactly
+// the linux/amd64 and linux/arm64 images, each holding its own binary.
+func (r *release) checkImage(t *testing.T, img releaseImage) {
 	wantAnnotations := map[string]string{
+		"org.opencontainers.image.title":    img.name,
 		"org.opencontainers.image.source":   "https://github.com/meshgate/meshgate",
 		"org.opencontainers.image.revision": r.revision,
 		"org.opencontainers.image.version":  releaseVersion,
@@ -530,15 +575,15 @@ func (r *release) checkImage(t *testing.T) {
 			}
 		}
 	}
-	if b := r.file(t, "oci/oci-layout"); !bytes.Contains(b, []byte(`"imageLayoutVersion"`)) {
-		t.Errorf("oci/oci-layout holds %s", b)
+	if b := r.file(t, img.layout+"/oci-layout"); !bytes.Contains(b, []byte(`"imageLayoutVersion"`)) {
+		t.Errorf("%s/oci-layout holds %s", img.layout, b)
 	}
-	top := decode[ociIndex](t, "oci/index.json", r.file(t, "oci/index.json"))
+	top := decode[ociIndex](t, img.layout+"/index.json", r.file(t, img.layout+"/index.json"))
 	if len(top.Manifests) != 1 || top.Manifests[0].MediaType != "application/vnd.oci.image.index.v1+json" ||
 		top.Manifests[0].Annotations["org.opencontainers.image.ref.name"] != releaseVersion {
-		t.Fatalf("oci/index.json names %+v, want one image index tagged %s", top.Manifests, releaseVersion)
+		t.Fatalf("%s/index.json names %+v, want one image index tagged %s", img.layout, top.Manifests, releaseVersion)
 	}
-	idx := decode[ociIndex](t, "index", r.blob(t, top.Manifests[0]))
+	idx := decode[ociIndex](t, "index", r.blob(t, img.layout, top.Manifests[0]))
 	if idx.MediaType != "application/vnd.oci.image.index.v1+json" || idx.SchemaVersion != 2 {
 		t.Errorf("index: media type %q, schema %d", idx.MediaType, idx.SchemaVersion)
 	}
@@ -558,13 +603,13 @@ func (r *release) checkImage(t *testing.T) {
 			t.Errorf("%s: media type %q", platform, m.MediaType)
 			continue
 		}
-		man := decode[ociManifest](t, platform+" manifest", r.blob(t, m))
+		man := decode[ociManifest](t, platform+" manifest", r.blob(t, img.layout, m))
 		annotated(platform+" manifest", man.Annotations)
-		cfg := decode[ociConfig](t, platform+" config", r.blob(t, man.Config))
+		cfg := decode[ociConfig](t, platform+" config", r.blob(t, img.layout, man.Config))
 		if cfg.OS+"/"+cfg.Architecture != platform {
 			t.Errorf("%s: config for %s/%s", platform, cfg.OS, cfg.Architecture)
 		}
-		if cfg.Config.User != "65532:65532" || !slices.Equal(cfg.Config.Entrypoint, []string{"/usr/local/bin/meshgate"}) || cfg.Config.Cmd != nil {
+		if cfg.Config.User != "65532:65532" || !slices.Equal(cfg.Config.Entrypoint, []string{"/usr/local/bin/" + img.name}) || cfg.Config.Cmd != nil {
 			t.Errorf("%s: user %q, entrypoint %q, cmd %q; want 65532:65532, the binary, no cmd",
 				platform, cfg.Config.User, cfg.Config.Entrypoint, cfg.Config.Cmd)
 		}
@@ -578,12 +623,16 @@ func (r *release) checkImage(t *testing.T) {
 			t.Errorf("%s: layers %+v, want one gzipped tar", platform, man.Layers)
 			continue
 		}
-		files, diffID := layerFiles(t, r.blob(t, man.Layers[0]))
+		files, diffID := layerFiles(t, r.blob(t, img.layout, man.Layers[0]))
 		if !slices.Equal(cfg.RootFS.DiffIDs, []string{diffID}) {
 			t.Errorf("%s: diff_ids %q, want the layer's %s", platform, cfg.RootFS.DiffIDs, diffID)
 		}
-		want := []string{"usr/ dir 755 0:0", "usr/local/ dir 755 0:0", "usr/local/bin/ dir 755 0:0",
-			"usr/local/bin/meshgate file 755 0:0 " + r.sums["meshgate-"+strings.ReplaceAll(platform, "/", "-")]}
+		binary := img.name + "-" + strings.ReplaceAll(platform, "/", "-")
+		if r.sums[binary] == "" {
+			t.Errorf("%s: SHA256SUMS has no %s", platform, binary)
+		}
+		want := append(slices.Clone(img.files), "usr/ dir 755 0:0", "usr/local/ dir 755 0:0", "usr/local/bin/ dir 755 0:0",
+			"usr/local/bin/"+img.name+" file 755 0:0 "+r.sums[binary])
 		if !slices.Equal(files, want) {
 			t.Errorf("%s: layer holds\n%s\nwant\n%s", platform, strings.Join(files, "\n"), strings.Join(want, "\n"))
 		}
@@ -661,16 +710,38 @@ func (r *release) checkPod(t *testing.T) {
 	}
 }
 
-// make publish pushes the index to a registry, here one on loopback, as the
-// version and as latest, and both name the digest of the layout's index.
+// The amd64 meshgate-inject image, unpacked by umoci as a runtime would,
+// runs its binary, its entrypoint, as the image's user on a read-only root.
+func (r *release) checkInjectPod(t *testing.T) {
+	index := &pod.Image{Layout: filepath.Join(r.dist, "oci-inject"), Tag: releaseVersion}
+	img, err := index.Platform(filepath.Join(t.TempDir(), "amd64"), "linux/amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := pod.New(t)
+	version := p.Run(pod.Container{Name: "meshgate-inject", Image: img, ReadOnly: true, Args: []string{"--version"}})
+	if version.Code != 0 || version.Stdout != "meshgate-inject "+releaseVersion+"\n" {
+		t.Errorf("meshgate-inject image --version: exit %d, %q%s; want meshgate-inject %s",
+			version.Code, version.Stdout, version.Stderr, releaseVersion)
+	}
+}
+
+// make publish pushes each image's index to its repository in a registry,
+// here one on loopback, as the version and as latest, and both name the
+// digest of the layout's index.
 func (r *release) checkPublish(t *testing.T) {
 	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	defer srv.Close()
-	repo := strings.TrimPrefix(srv.URL, "http://") + "/meshgate/meshgate"
+	host := strings.TrimPrefix(srv.URL, "http://")
+	repos := map[string]string{} // image name → repository
+	for _, img := range r.images() {
+		repos[img.name] = host + "/meshgate/" + img.name
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()
 	publish := func(version string) ([]byte, error) {
-		cmd := makeCommand(t, r.src, "publish", "VERSION="+version, "DIST="+r.dist, "IMAGE_REPO="+repo)
+		cmd := makeCommand(t, r.src, "publish", "VERSION="+version, "DIST="+r.dist,
+			"IMAGE_REPO="+host+"/meshgate/meshgate", "INJECT_IMAGE_REPO="+host+"/meshgate/meshgate-inject")
 		// No credentials of the machine: this registry asks for none.
 		cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+t.TempDir())
 		return cmd.CombinedOutput()
@@ -679,47 +750,51 @@ func (r *release) checkPublish(t *testing.T) {
 	if out, err := publish("v1.2.4"); err == nil || !strings.Contains(string(out), `holds the release "`+releaseVersion+`", not "v1.2.4"`) {
 		t.Errorf("make publish VERSION=v1.2.4 of a %s layout: %v\n%s; want a refusal", releaseVersion, err, out)
 	}
-	repository, err := name.NewRepository(repo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tags, err := remote.List(repository, remote.WithContext(ctx)); err == nil || len(tags) > 0 {
-		t.Errorf("after a refused publish the registry lists %q (%v), want no repository", tags, err)
+	for _, repo := range repos {
+		repository, err := name.NewRepository(repo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tags, err := remote.List(repository, remote.WithContext(ctx)); err == nil || len(tags) > 0 {
+			t.Errorf("after a refused publish the registry lists %q in %s (%v), want no repository", tags, repo, err)
+		}
 	}
 	out, err := publish(releaseVersion)
 	if err != nil {
 		t.Fatalf("make publish: %v\n%s", err, out)
 	}
-	top := decode[ociIndex](t, "oci/index.json", r.file(t, "oci/index.json"))
-	for _, tag := range []string{releaseVersion, "latest"} {
-		ref, err := name.ParseReference(repo + ":" + tag)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := remote.Head(ref, remote.WithContext(ctx))
-		if err != nil {
-			t.Errorf("%s after make publish: %v\n%s", ref, err, out)
-			continue
-		}
-		if d.Digest.String() != top.Manifests[0].Digest || d.MediaType != "application/vnd.oci.image.index.v1+json" {
-			t.Errorf("%s is %s %s, want the index %s", ref, d.MediaType, d.Digest, top.Manifests[0].Digest)
-		}
-		idx, err := remote.Index(ref, remote.WithContext(ctx))
-		if err != nil {
-			t.Errorf("%s: %v", ref, err)
-			continue
-		}
-		m, err := idx.IndexManifest()
-		if err != nil || len(m.Manifests) != 2 {
-			t.Errorf("%s: %v, %d images, want 2", ref, err, len(m.Manifests))
-		}
-		for _, desc := range m.Manifests {
-			img, err := idx.Image(desc.Digest)
-			if err == nil {
-				_, err = img.Layers()
-			}
+	for _, img := range r.images() {
+		top := decode[ociIndex](t, img.layout+"/index.json", r.file(t, img.layout+"/index.json"))
+		for _, tag := range []string{releaseVersion, "latest"} {
+			ref, err := name.ParseReference(repos[img.name] + ":" + tag)
 			if err != nil {
-				t.Errorf("%s: image %s: %v", ref, desc.Digest, err)
+				t.Fatal(err)
+			}
+			d, err := remote.Head(ref, remote.WithContext(ctx))
+			if err != nil {
+				t.Errorf("%s after make publish: %v\n%s", ref, err, out)
+				continue
+			}
+			if d.Digest.String() != top.Manifests[0].Digest || d.MediaType != "application/vnd.oci.image.index.v1+json" {
+				t.Errorf("%s is %s %s, want the index %s of %s", ref, d.MediaType, d.Digest, top.Manifests[0].Digest, img.layout)
+			}
+			idx, err := remote.Index(ref, remote.WithContext(ctx))
+			if err != nil {
+				t.Errorf("%s: %v", ref, err)
+				continue
+			}
+			m, err := idx.IndexManifest()
+			if err != nil || len(m.Manifests) != 2 {
+				t.Errorf("%s: %v, %d images, want 2", ref, err, len(m.Manifests))
+			}
+			for _, desc := range m.Manifests {
+				platformImage, err := idx.Image(desc.Digest)
+				if err == nil {
+					_, err = platformImage.Layers()
+				}
+				if err != nil {
+					t.Errorf("%s: image %s: %v", ref, desc.Digest, err)
+				}
 			}
 		}
 	}

@@ -1,17 +1,21 @@
-// Command release packs release binaries into the meshgate image, as an
-// OCI image layout holding one multi-platform index. `make release` runs
-// it; nothing here depends on the clock, so the same binaries, version,
-// revision and commit time always give the same digests.
+// Command release packs release binaries into the meshgate and
+// meshgate-inject images, each as an OCI image layout holding one
+// multi-platform index. `make release` runs it; nothing here depends on the
+// clock, so the same binaries, version, revision, commit time (and CA
+// bundle) always give the same digests.
 //
-//	release oci -o DIR -version V -revision SHA -created UNIX -source URL OS/ARCH=BINARY...
+//	release oci -o DIR [-name NAME] [-ca FILE] -version V -revision SHA -created UNIX -source URL OS/ARCH=BINARY...
 //	release digest DIR [TAG]
 //
 // "oci" writes DIR afresh: index.json names the index by the version
 // (org.opencontainers.image.ref.name), and the index holds one image per
-// platform: FROM scratch, the binary at /usr/local/bin/meshgate owned by
-// root and mode 0755, run as 65532:65532 with the binary as entrypoint,
-// and the standard OCI annotations on the index and every manifest.
-// It prints the index's digest.
+// platform: FROM scratch, the binary at /usr/local/bin/NAME (meshgate, or
+// meshgate-inject) owned by root and mode 0755, run as 65532:65532 with
+// the binary as entrypoint, and the standard OCI annotations on the index
+// and every manifest. With -ca, the image also holds FILE, a PEM bundle of
+// CA certificates, at /etc/ssl/certs/ca-certificates.crt, where Go's
+// crypto/x509 looks first on Linux: meshgate-inject reads registries over
+// HTTPS. It prints the index's digest.
 //
 // "digest" prints the digest of the index a layout's index.json names, for
 // signing what was pushed; with TAG, it fails unless the index is tagged
@@ -47,9 +51,19 @@ import (
 // Where the binary lives in the image, and who runs it: the Dockerfile's
 // choices, so both ways of building the image give the same container.
 const (
-	binaryPath = "/usr/local/bin/meshgate"
-	user       = "65532:65532"
+	binaryDir = "/usr/local/bin"
+	user      = "65532:65532"
+	// caPath is the CA bundle's path in the image: Debian's, the first
+	// place crypto/x509 reads on Linux.
+	caPath = "/etc/ssl/certs/ca-certificates.crt"
 )
+
+// descriptions are the images release builds, by name, and what their
+// annotations say of them.
+var descriptions = map[string]string{
+	"meshgate":        "Holds an app back until its mesh proxy is ready",
+	"meshgate-inject": "Rewrites Kubernetes manifests, or pods at admission, to wait for their mesh proxy",
+}
 
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil {
@@ -86,17 +100,24 @@ func run(args []string, stdout io.Writer) error {
 	}
 }
 
-// release is what the annotations say about the build.
+// release is what the annotations say about the build, and what the
+// image is named.
 type release struct {
+	name                      string
 	version, revision, source string
 	created                   time.Time
 }
+
+// binaryPath is where the image holds its binary, its entrypoint.
+func (r release) binaryPath() string { return binaryDir + "/" + r.name }
 
 func runOCI(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("release oci", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	out := fs.String("o", "", "layout directory to write (replaced)")
 	var r release
+	fs.StringVar(&r.name, "name", "meshgate", "image name: meshgate or meshgate-inject")
+	ca := fs.String("ca", "", "PEM bundle of CA certificates to put at "+caPath)
 	fs.StringVar(&r.version, "version", "", "version, such as v1.2.3")
 	fs.StringVar(&r.revision, "revision", "", "commit the binaries were built from")
 	fs.StringVar(&r.source, "source", "", "URL of the source repository")
@@ -114,6 +135,18 @@ func runOCI(args []string, stdout io.Writer) error {
 		return usageError{fmt.Errorf("-created %q: want seconds since the epoch", *created)}
 	}
 	r.created = time.Unix(secs, 0).UTC()
+	if _, ok := descriptions[r.name]; !ok {
+		return usageError{fmt.Errorf("-name %q: want meshgate or meshgate-inject", r.name)}
+	}
+	var caBundle []byte
+	if *ca != "" {
+		if caBundle, err = os.ReadFile(*ca); err != nil {
+			return usageError{fmt.Errorf("-ca: %w", err)}
+		}
+		if !bytes.Contains(caBundle, []byte("-----BEGIN CERTIFICATE-----")) {
+			return usageError{fmt.Errorf("-ca %s: no PEM certificate in it", *ca)}
+		}
+	}
 	if fs.NArg() == 0 {
 		return usageError{errors.New("want at least one OS/ARCH=BINARY")}
 	}
@@ -130,7 +163,7 @@ func runOCI(args []string, stdout io.Writer) error {
 			return usageError{fmt.Errorf("%s given twice", platform)}
 		}
 		seen[platform] = true
-		img, err := image(r, osName, arch, binary)
+		img, err := image(r, osName, arch, binary, caBundle)
 		if err != nil {
 			return fmt.Errorf("%s: %w", platform, err)
 		}
@@ -166,8 +199,8 @@ func runOCI(args []string, stdout io.Writer) error {
 // `docker inspect` shows them.
 func (r release) annotations() map[string]string {
 	return map[string]string{
-		"org.opencontainers.image.title":         "meshgate",
-		"org.opencontainers.image.description":   "Holds an app back until its mesh proxy is ready",
+		"org.opencontainers.image.title":         r.name,
+		"org.opencontainers.image.description":   descriptions[r.name],
 		"org.opencontainers.image.url":           r.source,
 		"org.opencontainers.image.source":        r.source,
 		"org.opencontainers.image.documentation": r.source + "#readme",
@@ -178,12 +211,19 @@ func (r release) annotations() map[string]string {
 }
 
 // image is one platform's image: a single layer over nothing.
-func image(r release, osName, arch, binary string) (v1.Image, error) {
+func image(r release, osName, arch, binary string, caBundle []byte) (v1.Image, error) {
 	bin, err := os.ReadFile(binary)
 	if err != nil {
 		return nil, err
 	}
-	layerTar, err := rootfs(bin, r.created)
+	files := []file{}
+	createdBy := "COPY " + r.name + " " + r.binaryPath()
+	if caBundle != nil {
+		files = append(files, file{path: caPath, mode: 0o644, data: caBundle})
+		createdBy = "COPY ca-certificates.crt " + caPath + "; " + createdBy
+	}
+	files = append(files, file{path: r.binaryPath(), mode: 0o755, data: bin})
+	layerTar, err := rootfs(files, r.created)
 	if err != nil {
 		return nil, err
 	}
@@ -197,8 +237,8 @@ func image(r release, osName, arch, binary string) (v1.Image, error) {
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
 	img, err = mutate.Append(img, mutate.Addendum{Layer: layer, History: v1.History{
 		Created:   v1.Time{Time: r.created},
-		CreatedBy: "COPY meshgate " + binaryPath,
-		Comment:   "meshgate " + r.version + " for " + osName + "/" + arch,
+		CreatedBy: createdBy,
+		Comment:   r.name + " " + r.version + " for " + osName + "/" + arch,
 	}})
 	if err != nil {
 		return nil, err
@@ -212,7 +252,7 @@ func image(r release, osName, arch, binary string) (v1.Image, error) {
 	cf.Created = v1.Time{Time: r.created}
 	cf.Config = v1.Config{
 		User:       user,
-		Entrypoint: []string{binaryPath},
+		Entrypoint: []string{r.binaryPath()},
 		// The PATH docker build and buildah give an image that sets none, so
 		// that both ways of building the image give the same container.
 		Env:    []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
@@ -224,29 +264,39 @@ func image(r release, osName, arch, binary string) (v1.Image, error) {
 	return mutate.Annotations(img, r.annotations()).(v1.Image), nil
 }
 
-// rootfs is the layer's tar: the directories leading to the binary and the
-// binary, owned by root, dated at the commit.
-func rootfs(bin []byte, mtime time.Time) ([]byte, error) {
+// file is a regular file of an image's layer.
+type file struct {
+	path string
+	mode int64
+	data []byte
+}
+
+// rootfs is the layer's tar: each file, after the directories leading to
+// it that no earlier file's did, all owned by root and dated at the commit.
+func rootfs(files []file, mtime time.Time) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	dir := strings.TrimPrefix(filepath.Dir(binaryPath), "/")
-	var dirs []string
-	for d := dir; d != "."; d = filepath.Dir(d) {
-		dirs = append(dirs, d)
-	}
-	slices.Reverse(dirs)
-	for _, d := range dirs {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755,
-			ModTime: mtime}); err != nil {
+	written := map[string]bool{}
+	for _, f := range files {
+		var dirs []string
+		for d := filepath.Dir(strings.TrimPrefix(f.path, "/")); d != "." && !written[d]; d = filepath.Dir(d) {
+			dirs = append(dirs, d)
+		}
+		slices.Reverse(dirs)
+		for _, d := range dirs {
+			written[d] = true
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755,
+				ModTime: mtime}); err != nil {
+				return nil, err
+			}
+		}
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(f.path, "/"),
+			Mode: f.mode, Size: int64(len(f.data)), ModTime: mtime}); err != nil {
 			return nil, err
 		}
-	}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(binaryPath, "/"),
-		Mode: 0o755, Size: int64(len(bin)), ModTime: mtime}); err != nil {
-		return nil, err
-	}
-	if _, err := tw.Write(bin); err != nil {
-		return nil, err
+		if _, err := tw.Write(f.data); err != nil {
+			return nil, err
+		}
 	}
 	if err := tw.Close(); err != nil {
 		return nil, err
