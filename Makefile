@@ -9,7 +9,9 @@ GOFLAGS_BUILD := -trimpath -buildvcs=false -ldflags "-s -w -buildid= -X main.ver
 IMAGE   ?= localhost/meshgate:$(VERSION)
 BUILDAH ?= buildah --storage-driver vfs
 
-.PHONY: build test demo vet clean tools image image-offline reproducible bench
+.PHONY: build test demo vet staticcheck clean tools image image-offline reproducible bench
+
+STATICCHECK_VERSION := v0.8.2
 
 # meshgate is the gate; meshgate-inject rewrites manifests to use it.
 build:
@@ -31,9 +33,13 @@ tools:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/app ./test/app
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(BIN)/refgate ./test/refgate
 
-vet:
+vet: staticcheck
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
+
+# staticcheck, pinned, from the Go module proxy.
+staticcheck:
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 # The end-to-end tests in test/ use the binary built here.
 test: vet build

@@ -34,11 +34,9 @@ func (t *instantTimer) Start(d time.Duration) {
 	t.pauses = append(t.pauses, d)
 	t.c <- time.Time{}
 }
-func (t *instantTimer) Stop()                {}
-func (t *instantTimer) C() <-chan time.Time  { return t.c }
-func (t *instantTimer) count() int           { return len(t.pauses) }
-func (t *instantTimer) first() time.Duration { return t.pauses[0] }
-func (t *instantTimer) last() time.Duration  { return t.pauses[len(t.pauses)-1] }
+func (t *instantTimer) Stop()               {}
+func (t *instantTimer) C() <-chan time.Time { return t.c }
+func (t *instantTimer) count() int          { return len(t.pauses) }
 
 // failing returns a probe that fails n times, then passes, and counts calls.
 func failing(n int64, err error) (probe.Probe, *atomic.Int64) {

@@ -278,7 +278,7 @@ func TestEntrypointFromRegistry(t *testing.T) {
 
 // meshInjector plays a mesh's own injector that runs after meshgate's: it
 // adds its proxy as a native sidecar.
-type meshInjector struct{ calls int }
+type meshInjector struct{}
 
 func (m *meshInjector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var review admissionv1.AdmissionReview
