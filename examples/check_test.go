@@ -240,10 +240,9 @@ func meshgateEnv(c corev1.Container) map[string]string {
 }
 
 // checkPod returns what is wrong with a pod template: its meshgate wiring,
-// how the pod ends, and its securityContext. With required false, a pod
-// that does not use meshgate at all passes the wiring checks.
-func checkPod(b *binary, tmpl corev1.PodTemplateSpec, required bool) []error {
-	return slices.Concat(checkWiring(b, tmpl, required), checkSecurity(tmpl.Spec))
+// how the pod ends, and its securityContext.
+func checkPod(b *binary, tmpl corev1.PodTemplateSpec) []error {
+	return slices.Concat(checkWiring(b, tmpl), checkSecurity(tmpl.Spec))
 }
 
 // invocation is a run of the binary that a check asks for.
@@ -276,7 +275,7 @@ func (r invocation) do(b *binary) error {
 // checkWiring checks that the binary gets into the pod, that every
 // container that runs it can reach it and calls it in a way the binary
 // accepts, and that a pod that runs to completion can complete.
-func checkWiring(b *binary, tmpl corev1.PodTemplateSpec, required bool) []error {
+func checkWiring(b *binary, tmpl corev1.PodTemplateSpec) []error {
 	spec := tmpl.Spec
 	var errs []error
 	var runs []invocation
@@ -347,7 +346,7 @@ func checkWiring(b *binary, tmpl corev1.PodTemplateSpec, required bool) []error 
 	switch {
 	case count == 0 && len(installed) > 0:
 		fail("meshgate is installed but no container runs it")
-	case count == 0 && required:
+	case count == 0:
 		fail("no container runs meshgate: want a container whose command starts with DIR/meshgate")
 	}
 	errs = append(errs, checkEnd(tmpl, wraps)...)
@@ -814,7 +813,7 @@ func TestCheckPodFindsMistakes(t *testing.T) {
 			}
 			tmpl := podTemplate(obj)
 			tt.mutate(&tmpl)
-			errs := checkPod(b, tmpl, true)
+			errs := checkPod(b, tmpl)
 			if tt.want == "" {
 				if len(errs) > 0 {
 					t.Errorf("got %q, want no error", errs)

@@ -124,7 +124,7 @@ func checkInjected(t *testing.T, out []byte) []string {
 			continue
 		}
 		kinds = append(kinds, fmt.Sprintf("%T", obj))
-		for _, err := range checkPod(b, tmpl, true) {
+		for _, err := range checkPod(b, tmpl) {
 			t.Errorf("document %d: %v", i, err)
 		}
 	}
