@@ -37,19 +37,7 @@ func injector(t *testing.T) string {
 			injectOnce.path, injectOnce.err = filepath.Abs(p)
 			return
 		}
-		dir, err := os.MkdirTemp(scratch, "inject-")
-		if err != nil {
-			injectOnce.err = err
-			return
-		}
-		injectOnce.path = filepath.Join(dir, "meshgate-inject")
-		ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", injectOnce.path, "../cmd/meshgate-inject")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			injectOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
+		injectOnce.path, injectOnce.err = goBuild(scratch, "meshgate-inject")
 	})
 	if injectOnce.err != nil {
 		t.Fatal(injectOnce.err)
