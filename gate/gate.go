@@ -43,12 +43,11 @@ type Gate struct {
 	// AttemptTimeout bounds each attempt of each probe; 0 means
 	// DefaultAttemptTimeout.
 	AttemptTimeout time.Duration
-	// BackOff makes the retry policy for one wait; a policy is not safe
-	// for reuse, so each wait asks for a new one. A policy that is an
-	// Observer learns from each attempt. Nil means NewPacer().
-	BackOff func() backoff.BackOff
-	// Timer sleeps between attempts; nil means a real timer.
-	Timer backoff.Timer
+	// Pacer makes the retry policy for one wait; a policy is not safe
+	// for reuse, so each wait asks for a new one. Nil means NewPacer().
+	// A *Pacer and not any backoff.BackOff: the wait tells it how each
+	// attempt went, which that interface has no word for.
+	Pacer func() *Pacer
 	// Signals ends the wait when a stop signal arrives on it; any other
 	// signal that arrives before the command runs is dropped with a log
 	// line, and once a supervised command runs each one is forwarded.
@@ -68,8 +67,6 @@ type Gate struct {
 	Settle func()
 	// Log receives the gate's log lines; nil discards them.
 	Log *zap.Logger
-	// Now tells the time; nil means time.Now.
-	Now func() time.Time
 	// ProgressEvery is how often a "still waiting" line is logged; 0 means
 	// DefaultProgressEvery.
 	ProgressEvery time.Duration
@@ -137,7 +134,6 @@ func (e *TimeoutError) Is(target error) bool { return target == ErrNotReady }
 // once, so a proxy that is already ready costs no pause at all.
 func (g *Gate) Wait(ctx context.Context) error {
 	log := g.log()
-	start := g.now()
 	if g.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, g.Timeout)
@@ -148,64 +144,75 @@ func (g *Gate) Wait(ctx context.Context) error {
 	// Kept-alive connections to the proxy are of no use once the wait is
 	// over, and a supervised command may run for hours.
 	defer closeProbes(g.Probes)
-	policy := g.policy()
-	policy.Reset()
-	observer, _ := policy.(Observer)
-	timer := g.Timer
-	if timer == nil {
-		timer = &realTimer{}
-	}
-	defer timer.Stop()
-
-	pending := append([]probe.Probe(nil), g.Probes...)
-	last := make([]error, len(pending))
-	lastProgress := start
-	attempts := 0
+	w := &waiting{g: g, ctx: ctx, pacer: g.pacer(), start: time.Now(),
+		pending: slices.Clone(g.Probes), last: make([]error, len(g.Probes))}
+	w.lastProgress = w.start
 	// Said before the first attempt, which may hang until its timeout:
 	// the log must tell what is being waited for from the start.
-	log.Info("waiting for proxy", zap.Strings("probes", specs(pending)),
+	log.Info("waiting for proxy", zap.Strings("probes", specs(w.pending)),
 		zap.Duration("timeout", g.Timeout), zap.Duration("attempt_timeout", g.attemptTimeout()))
-	for {
-		attempts++
-		began := g.now()
-		errs := g.attempt(ctx, pending)
-		if expired(ctx) {
-			return g.ended(ctx, start, attempts, pending, last, errs)
+	// backoff's loop pauses as the pacer says and stops once ctx ends (the
+	// pacer itself never gives up), so an error means ctx ended.
+	if err := backoff.RetryNotify(w.attempt, backoff.WithContext(w.pacer, ctx), w.notify); err != nil {
+		return w.ended()
+	}
+	// A stop signal taken while the last attempt passed still stops us:
+	// the command must not start after it.
+	if err := unwatch(); err != nil {
+		return err
+	}
+	log.Info("proxy ready", zap.Int("attempts", w.attempts), zap.Duration("elapsed", time.Since(w.start)))
+	return nil
+}
+
+// waiting is the state of one wait, between the attempts that backoff's
+// retry loop makes.
+type waiting struct {
+	g            *Gate
+	ctx          context.Context
+	pacer        *Pacer
+	start        time.Time
+	lastProgress time.Time
+	attempts     int
+	pending      []probe.Probe // not ready yet
+	last         []error       // the last outcome of each pending probe
+	cut          []error       // the outcomes of an attempt that ctx cut short
+}
+
+// errPending makes backoff retry and errEnded makes it stop; what the
+// probes said is in waiting.
+var errPending, errEnded = errors.New("probes pending"), errors.New("wait ended")
+
+// attempt checks the pending probes once, and tells the pacer how it went.
+func (w *waiting) attempt() error {
+	w.attempts++
+	began := time.Now()
+	errs := w.g.attempt(w.ctx, w.pending)
+	if expired(w.ctx) {
+		w.cut = errs
+		return backoff.Permanent(errEnded)
+	}
+	w.pacer.Observe(observe(errs, time.Since(began)))
+	w.pending, w.last = keepFailed(w.pending, errs)
+	if len(w.pending) > 0 {
+		return errPending
+	}
+	return nil
+}
+
+// notify logs an attempt that was not ready, before the pause.
+func (w *waiting) notify(_ error, pause time.Duration) {
+	log := w.g.log()
+	if log.Core().Enabled(zapcore.DebugLevel) {
+		for i, p := range w.pending {
+			log.Debug("proxy not ready", zap.String("probe", p.String()), zap.Int("attempt", w.attempts),
+				zap.NamedError("error", w.last[i]), zap.Duration("retry_in", pause))
 		}
-		if observer != nil {
-			observer.Observe(observe(errs, g.now().Sub(began)))
-		}
-		pending, last = keepFailed(pending, errs)
-		if len(pending) == 0 {
-			// A stop signal taken while the last attempt passed still
-			// stops us: the command must not start after it.
-			if err := unwatch(); err != nil {
-				return err
-			}
-			log.Info("proxy ready", zap.Int("attempts", attempts), zap.Duration("elapsed", g.now().Sub(start)))
-			return nil
-		}
-		pause := policy.NextBackOff()
-		if pause == backoff.Stop {
-			return g.expired(start, attempts, pending, last, nil)
-		}
-		if log.Core().Enabled(zapcore.DebugLevel) {
-			for i, p := range pending {
-				log.Debug("proxy not ready", zap.String("probe", p.String()), zap.Int("attempt", attempts),
-					zap.NamedError("error", last[i]), zap.Duration("retry_in", pause))
-			}
-		}
-		if now := g.now(); now.Sub(lastProgress) >= g.progressEvery() {
-			lastProgress = now
-			log.Info("still waiting", zap.Duration("elapsed", now.Sub(start)), zap.Int("attempts", attempts),
-				zap.Object("not_ready", probeErrors{pending, last}))
-		}
-		timer.Start(pause)
-		select {
-		case <-timer.C():
-		case <-ctx.Done():
-			return g.ended(ctx, start, attempts, pending, last, nil)
-		}
+	}
+	if now := time.Now(); now.Sub(w.lastProgress) >= w.g.progressEvery() {
+		w.lastProgress = now
+		log.Info("still waiting", zap.Duration("elapsed", now.Sub(w.start)), zap.Int("attempts", w.attempts),
+			zap.Object("not_ready", probeErrors{w.pending, w.last}))
 	}
 }
 
@@ -217,7 +224,7 @@ func closeProbes(ps []probe.Probe) {
 	}
 }
 
-// Observation is what one attempt tells a pacing policy.
+// Observation is what one attempt tells a Pacer.
 type Observation struct {
 	// Refused is set when every probe's connection was refused: nothing
 	// listens yet, and an attempt costs the proxy nothing.
@@ -225,11 +232,6 @@ type Observation struct {
 	// Took is how long the attempt took: with an answer, about how long
 	// the proxy worked on it.
 	Took time.Duration
-}
-
-// Observer is a retry policy that learns from each attempt, such as Pacer.
-type Observer interface {
-	Observe(Observation)
 }
 
 func observe(errs []error, took time.Duration) Observation {
@@ -241,8 +243,9 @@ func observe(errs []error, took time.Duration) Observation {
 }
 
 // watchSignals ends ctx when a signal that stops the wait arrives, with
-// that signal's error as the cause, and drops any other signal. unwatch ends the watch and returns the error of a stop signal
-// that arrived, if one did; signals after it stay in the channel.
+// that signal's error as the cause, and drops any other signal. unwatch
+// ends the watch and returns the error of a stop signal that arrived, if
+// one did; signals after it stay in the channel.
 func (g *Gate) watchSignals(ctx context.Context) (_ context.Context, unwatch func() error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	if g.Signals == nil {
@@ -374,34 +377,29 @@ func keepFailed(pending []probe.Probe, errs []error) ([]probe.Probe, []error) {
 
 // ended builds the error for a wait whose context ended: by a stop signal,
 // by the deadline, or by the caller.
-func (g *Gate) ended(ctx context.Context, start time.Time, attempts int, pending []probe.Probe, last, errs []error) error {
-	if err := signalCause(ctx); err != nil {
+func (w *waiting) ended() error {
+	if err := signalCause(w.ctx); err != nil {
 		return err
 	}
-	if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("wait cancelled: %w", ctx.Err())
+	if err := w.ctx.Err(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("wait cancelled: %w", err)
 	}
 	// The deadline passed (its timer may not have marked ctx yet).
-	return g.expired(start, attempts, pending, last, errs)
-}
-
-// expired builds the error for a wait that ran out of time. errs, when not
-// nil, are the outcomes of an attempt cut short by the deadline: they only
-// stand in for probes that had no earlier outcome.
-func (g *Gate) expired(start time.Time, attempts int, pending []probe.Probe, last, errs []error) error {
-	te := &TimeoutError{Elapsed: g.now().Sub(start), Attempts: attempts}
-	for i, p := range pending {
-		err := last[i]
-		if errs != nil {
-			// The cut attempt covered exactly the probes still pending.
+	te := &TimeoutError{Elapsed: time.Since(w.start), Attempts: w.attempts}
+	for i, p := range w.pending {
+		err := w.last[i]
+		if w.cut != nil {
+			// An attempt cut short by the deadline covered exactly the
+			// probes still pending; its outcomes only stand in for
+			// probes that had no earlier one.
 			switch {
-			case errs[i] == nil:
+			case w.cut[i] == nil:
 				continue
 			case err != nil:
-			case isTimeout(errs[i]):
+			case isTimeout(w.cut[i]):
 				err = errors.New("no answer before the timeout")
 			default:
-				err = errs[i]
+				err = w.cut[i]
 			}
 		}
 		te.NotReady = append(te.NotReady, ProbeError{Probe: p.String(), Err: err})
@@ -433,18 +431,11 @@ func (g *Gate) log() *zap.Logger {
 	return g.Log
 }
 
-func (g *Gate) now() time.Time {
-	if g.Now == nil {
-		return time.Now()
-	}
-	return g.Now()
-}
-
-func (g *Gate) policy() backoff.BackOff {
-	if g.BackOff == nil {
+func (g *Gate) pacer() *Pacer {
+	if g.Pacer == nil {
 		return NewPacer()
 	}
-	return g.BackOff()
+	return g.Pacer()
 }
 
 func (g *Gate) attemptTimeout() time.Duration {
@@ -473,25 +464,6 @@ func (pe probeErrors) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	}
 	return nil
 }
-
-// realTimer is backoff's timer, which that package does not export.
-type realTimer struct{ t *time.Timer }
-
-func (r *realTimer) Start(d time.Duration) {
-	if r.t == nil {
-		r.t = time.NewTimer(d)
-		return
-	}
-	r.t.Reset(d)
-}
-
-func (r *realTimer) Stop() {
-	if r.t != nil {
-		r.t.Stop()
-	}
-}
-
-func (r *realTimer) C() <-chan time.Time { return r.t.C }
 
 // Check makes one attempt of every probe, without retries. It returns nil
 // when all are ready, an *ExitError with code 1 naming those that are not,

@@ -39,9 +39,7 @@ type Quitter struct {
 	// with Options (--insecure-skip-verify reaches https quit URLs too).
 	Client  func(*url.URL) *http.Client
 	Options probe.Options
-	// Timer sleeps between attempts; nil means a real timer.
-	Timer func() backoff.Timer
-	Log   *zap.Logger
+	Log     *zap.Logger
 }
 
 // ParseQuitURL checks a quit URL. Unless remote is allowed, its host must
@@ -91,47 +89,45 @@ func (q *Quitter) quitOne(ctx context.Context, u *url.URL) error {
 	log := q.log().With(zap.Stringer("url", u))
 	client := q.client(u)
 	defer client.CloseIdleConnections()
-	policy := backoff.NewExponentialBackOff(
-		backoff.WithInitialInterval(100*time.Millisecond), backoff.WithMaxInterval(time.Second),
-		backoff.WithMaxElapsedTime(0))
-	var timer backoff.Timer = &realTimer{}
-	if q.Timer != nil {
-		timer = q.Timer()
-	}
-	defer timer.Stop()
 	attempts := q.Attempts
 	if attempts <= 0 {
 		attempts = DefaultQuitAttempts
 	}
-	var last error
-	reached := false // whether an attempt got through to the proxy
-	for n := 1; ; n++ {
-		status, err := q.post(ctx, client, u)
+	policy := backoff.WithContext(backoff.WithMaxRetries(backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(100*time.Millisecond), backoff.WithMaxInterval(time.Second),
+		backoff.WithMaxElapsedTime(0)), uint64(attempts-1)), ctx)
+	var last error                     // backoff's loop returns ctx's error instead, once ctx ends
+	n, status, reached := 0, "", false // reached: an attempt got through to the proxy
+	post := func() error {
+		n++
+		var err error
+		status, err = q.post(ctx, client, u)
 		switch {
 		case err == nil:
-			log.Info("proxy told to quit", zap.String("status", status), zap.Int("attempts", n))
-			return nil
 		case errors.As(err, new(*permanentError)):
-			log.Warn("proxy refused to quit", zap.Error(err))
-			return err
+			return backoff.Permanent(err)
 		case reached && isDialError(err):
 			// The proxy took a request, its answer was lost, and now its
 			// port is closed: it quit, as it was told to.
-			log.Info("proxy told to quit", zap.String("status", "gone"), zap.Int("attempts", n))
-			return nil
+			status = "gone"
+		default:
+			reached = reached || !isDialError(err)
+			last = err
+			return err
 		}
-		reached = reached || !isDialError(err)
-		last = err
-		if n >= attempts || ctx.Err() != nil {
-			break
-		}
-		pause := policy.NextBackOff()
+		return nil
+	}
+	notify := func(err error, pause time.Duration) {
 		log.Debug("quit not taken", zap.Error(err), zap.Duration("retry_in", pause))
-		timer.Start(pause)
-		select {
-		case <-timer.C():
-		case <-ctx.Done():
-		}
+	}
+	err := backoff.RetryNotify(post, policy, notify)
+	switch {
+	case err == nil:
+		log.Info("proxy told to quit", zap.String("status", status), zap.Int("attempts", n))
+		return nil
+	case errors.As(err, new(*permanentError)):
+		log.Warn("proxy refused to quit", zap.Error(err))
+		return err
 	}
 	if ctx.Err() != nil && isTimeout(last) {
 		last = fmt.Errorf("no answer within the quit limit: %w", last)

@@ -2,108 +2,112 @@ package gate
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest/observer"
 )
 
-// quitServer answers quit requests with the given statuses in turn (the
-// last one repeats) and counts them.
-func quitServer(t *testing.T, statuses ...int) (*url.URL, *atomic.Int64) {
-	t.Helper()
+// proxyAnswers stands in for a proxy's quit endpoint, in memory: each
+// request gets the next answer (the last one repeats), a status code or
+// the error of a request that failed; errHang waits for the request to
+// be cut. In memory, because the retries run in a synctest bubble, whose
+// clock would not move while a goroutine waits on a loopback socket.
+func proxyAnswers(answers ...any) (func(*url.URL) *http.Client, *atomic.Int64) {
 	var n atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		i := int(n.Add(1)) - 1
-		if r.Method != http.MethodPost {
-			w.WriteHeader(http.StatusMethodNotAllowed)
-			return
+	rt := roundTripper(func(r *http.Request) (*http.Response, error) {
+		switch a := answers[min(int(n.Add(1)), len(answers))-1].(type) {
+		case error:
+			if a == errHang {
+				<-r.Context().Done()
+				return nil, r.Context().Err()
+			}
+			return nil, a
+		case int:
+			w := httptest.NewRecorder()
+			switch {
+			case r.Method != http.MethodPost:
+				w.WriteHeader(http.StatusMethodNotAllowed)
+			case a == http.StatusNotFound:
+				http.Error(w, "shutdown endpoint is not enabled", a)
+			default:
+				w.WriteHeader(a)
+			}
+			return w.Result(), nil
 		}
-		code := statuses[min(i, len(statuses)-1)]
-		if code == 404 {
-			http.Error(w, "shutdown endpoint is not enabled", 404)
-			return
-		}
-		w.WriteHeader(code)
-	}))
-	t.Cleanup(srv.Close)
-	u, _ := url.Parse(srv.URL + "/quitquitquit")
-	return u, &n
+		panic("an answer is a status or an error")
+	})
+	return func(*url.URL) *http.Client { return &http.Client{Transport: rt} }, &n
 }
 
-func instantTimers() func() backoff.Timer { return func() backoff.Timer { return newInstantTimer() } }
+var errHang = io.ErrNoProgress
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func TestQuit(t *testing.T) {
+	u, _ := url.Parse("http://127.0.0.1:15020/quitquitquit")
 	tests := []struct {
 		name     string
-		statuses []int
+		answers  []any
 		requests int64
+		status   string // logged on success
 		err      string // "" means success
 	}{
-		{"200", []int{200}, 1, ""},
-		{"retried 503 then 200", []int{503, 503, 200}, 3, ""},
-		{"503 until the attempts run out", []int{503}, 3, "answered 503"},
-		{"linkerd 404 not retried", []int{404}, 1, "config.linkerd.io/proxy-admin-shutdown: enabled"},
-		{"403 not retried", []int{403}, 1, "loopback only"},
-		{"405 not retried", []int{405}, 1, "does not take POST"},
+		{"200", []any{200}, 1, "200 OK", ""},
+		{"retried 503 then 200", []any{503, 503, 200}, 3, "200 OK", ""},
+		{"503 until the attempts run out", []any{503}, 3, "", "answered 503"},
+		{"linkerd 404 not retried", []any{404}, 1, "", "config.linkerd.io/proxy-admin-shutdown: enabled"},
+		{"403 not retried", []any{403}, 1, "", "loopback only"},
+		{"405 not retried", []any{405}, 1, "", "does not take POST"},
+		{"answer lost, then the port closed", []any{io.ErrUnexpectedEOF, errRefused}, 2, "gone", ""},
+		{"refused until the attempts run out", []any{errRefused}, 3, "", "connection refused"},
+		{"no answer within the limit", []any{errHang}, 2, "", "no answer within the quit limit: context deadline exceeded"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			u, n := quitServer(t, tc.statuses...)
-			core, logs := observer.New(zap.InfoLevel)
-			q := &Quitter{URLs: []*url.URL{u}, Timer: instantTimers(), Log: zap.New(core)}
-			err := q.Quit(context.Background())
-			if n.Load() != tc.requests {
-				t.Errorf("%d requests, want %d", n.Load(), tc.requests)
-			}
-			if tc.err == "" {
-				if err != nil || logs.FilterMessage("proxy told to quit").Len() != 1 {
-					t.Errorf("Quit = %v, want success logged once", err)
+			synctest.Test(t, func(t *testing.T) {
+				client, n := proxyAnswers(tc.answers...)
+				log, logs := logged(zap.InfoLevel)
+				q := &Quitter{URLs: []*url.URL{u}, Client: client, Limit: 3 * time.Second, Log: log}
+				err := q.Quit(context.Background())
+				if n.Load() != tc.requests {
+					t.Errorf("%d requests, want %d", n.Load(), tc.requests)
 				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), u.String()) {
-				t.Errorf("Quit = %v, want an error naming the URL and saying %q", err, tc.err)
-			}
+				if tc.err == "" {
+					l := logs.FilterMessage("proxy told to quit").All()
+					if err != nil || len(l) != 1 || l[0].ContextMap()["status"] != tc.status {
+						t.Errorf("Quit = %v, log %v; want success logged once with status %q", err, l, tc.status)
+					}
+				} else if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), u.String()) {
+					t.Errorf("Quit = %v, want an error naming the URL and saying %q", err, tc.err)
+				}
+			})
 		})
 	}
 }
 
+// Real HTTP on loopback: every URL gets its POST, all at once.
 func TestQuitAllURLs(t *testing.T) {
-	a, na := quitServer(t, 200)
-	b, nb := quitServer(t, 200)
-	if err := (&Quitter{URLs: []*url.URL{a, b}}).Quit(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if na.Load() != 1 || nb.Load() != 1 {
-		t.Errorf("requests %d and %d, want one each", na.Load(), nb.Load())
-	}
-}
-
-func TestQuitLimit(t *testing.T) {
-	hang := make(chan struct{})
+	var posts atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-r.Context().Done():
-		case <-hang:
+		if r.Method == http.MethodPost && r.Header.Get("User-Agent") == "meshgate" {
+			posts.Add(1)
 		}
 	}))
 	defer srv.Close()
-	defer close(hang)
-	u, _ := url.Parse(srv.URL)
-	// A limit that is already over: the outcome, not the clock, is tested.
-	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
-	defer cancel()
-	err := (&Quitter{URLs: []*url.URL{u}, Timer: instantTimers()}).Quit(ctx)
-	if err == nil || !strings.Contains(err.Error(), "no answer within the quit limit") {
-		t.Errorf("Quit = %v, want the limit named", err)
+	a, _ := url.Parse(srv.URL + "/a")
+	b, _ := url.Parse(srv.URL + "/b")
+	if err := (&Quitter{URLs: []*url.URL{a, b}}).Quit(context.Background()); err != nil || posts.Load() != 2 {
+		t.Errorf("Quit = %v after %d POSTs, want nil after 2", err, posts.Load())
 	}
 }
 
@@ -127,42 +131,3 @@ func TestParseQuitURL(t *testing.T) {
 		t.Errorf("remote allowed: %v", err)
 	}
 }
-
-func TestQuitAnswerLostThenPortClosed(t *testing.T) {
-	var n atomic.Int64
-	var srv *httptest.Server
-	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n.Add(1)
-		// The proxy exits while answering: the connection drops, and the
-		// port closes.
-		c, _, _ := w.(http.Hijacker).Hijack()
-		c.Close()
-		go srv.Close()
-	}))
-	defer srv.Close()
-	u, _ := url.Parse(srv.URL + "/quitquitquit")
-	core, logs := observer.New(zap.InfoLevel)
-	// Each pause waits for the port to be closed, so the retry is refused.
-	timer := func() backoff.Timer { return &closedWaitTimer{srv: srv} }
-	err := (&Quitter{URLs: []*url.URL{u}, Timer: timer, Log: zap.New(core)}).Quit(context.Background())
-	if err != nil || n.Load() != 1 {
-		t.Errorf("Quit = %v after %d requests, want success after 1", err, n.Load())
-	}
-	if l := logs.FilterMessage("proxy told to quit").All(); len(l) != 1 || l[0].ContextMap()["status"] != "gone" {
-		t.Errorf("log %v, want the proxy reported gone", l)
-	}
-}
-
-// closedWaitTimer fires once the server's listener is closed.
-type closedWaitTimer struct {
-	srv *httptest.Server
-	c   chan time.Time
-}
-
-func (w *closedWaitTimer) Start(time.Duration) {
-	w.c = make(chan time.Time, 1)
-	w.srv.Close() // returns once the listener is closed
-	w.c <- time.Time{}
-}
-func (w *closedWaitTimer) Stop()               {}
-func (w *closedWaitTimer) C() <-chan time.Time { return w.c }

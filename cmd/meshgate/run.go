@@ -12,7 +12,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/cenkalti/backoff/v4"
 	"github.com/spf13/pflag"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -144,7 +143,7 @@ func start(ctx context.Context, cfg config, environ []string, log *zap.Logger, s
 		Probes:         probes,
 		Timeout:        cfg.timeout,
 		AttemptTimeout: cfg.attemptTimeout,
-		BackOff: func() backoff.BackOff {
+		Pacer: func() *gate.Pacer {
 			return &gate.Pacer{Refused: cfg.pollRefused, RefusedMax: cfg.pollRefusedMax, Min: cfg.pollMin,
 				Max: cfg.pollMax, Share: cfg.pollShare, Jitter: cfg.pollJitter}
 		},
