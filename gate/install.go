@@ -25,6 +25,11 @@ type Installer struct {
 	// Self opens the binary to copy; nil means the running executable.
 	// A reader rather than a file, so that tests can act in mid-copy.
 	Self func() (io.ReadCloser, error)
+	// Argv0 and Environ are the process's argv[0] and environment: where
+	// /proc/self/exe is missing (a chroot, some sandboxes), the running
+	// executable is argv[0] found on Environ's PATH, as a shell found it.
+	Argv0   string
+	Environ []string
 	// Log receives one line for the installed file; nil discards it.
 	Log *zap.Logger
 }
@@ -203,7 +208,7 @@ func (in *Installer) self() (io.ReadCloser, error) {
 	if in.Self != nil {
 		return in.Self()
 	}
-	f, err := openSelf(os.Args[0], pathOf(os.Environ()))
+	f, err := openSelf(in.Argv0, pathOf(in.Environ))
 	if err != nil {
 		return nil, err // not a nil *os.File in a non-nil interface
 	}

@@ -156,7 +156,7 @@ func start(ctx context.Context, cfg config, environ []string, log *zap.Logger, s
 	case "install":
 		ctx, stop := stopOnSignal(ctx, sigs.C, nil)
 		defer stop()
-		_, err := (&gate.Installer{Log: log}).Install(ctx, cfg.command[0])
+		_, err := (&gate.Installer{Log: log, Argv0: os.Args[0], Environ: environ}).Install(ctx, cfg.command[0])
 		return err
 	case "quit":
 		ctx, stop := stopOnSignal(ctx, sigs.C, nil)
