@@ -93,10 +93,18 @@ func (g *Gate) lastLook(release func()) error {
 }
 
 // execClean calls execve with every signal at its default action and none
-// blocked. Whoever started us may have blocked or ignored signals, and
-// both survive exec; the command must start as if we were not there. Exec
-// resets the signals the Go runtime catches; the others are reset here.
-// last is called just before execve; if it fails, nothing is exec'd.
+// blocked. That is a choice, not what the command would have got without
+// us: whoever started us may have blocked or ignored signals (nohup
+// ignores SIGHUP; a parent that blocks signals for itself may leave them
+// blocked in us), and both survive exec.
+// We do not hand those on, because an app that ignores or blocks SIGTERM
+// without knowing it never hears the kubelet ask it to stop, and dies by
+// SIGKILL at the end of the grace period; and because the Go runtime has
+// already replaced most inherited dispositions with its own handlers
+// (which exec resets to the default), so the rest could not be handed on
+// faithfully anyway. One rule, all at the default, is what tini gives its
+// child too. last is called just before execve; if it fails, nothing is
+// exec'd.
 func execClean(path string, argv, env []string, last func() error) error {
 	// If exec fails the thread keeps its empty mask, which is what the
 	// runtime wants of its threads anyway.
@@ -143,9 +151,13 @@ type kernelSigaction struct {
 const sigIgn = 1 // SIG_IGN; SIG_DFL is 0
 
 // unignoreSignals sets every ignored signal to its default action, and
-// returns them. The Go runtime catches nearly every signal, but leaves
-// alone those the C library reserves (32 and up), and a parent may have
-// ignored those too.
+// returns them. The Go runtime installs its handler on nearly every signal
+// at start, an inherited SIG_IGN included (a Go binary started with
+// signals 40 and 50 ignored catches both), and execve resets a caught
+// signal to its default. It keeps an inherited SIG_IGN for SIGHUP and
+// SIGINT alone (so that nohup works), and never touches 32 and 33, which
+// the C library reserves: those, and any signal ignored since, would stay
+// ignored across execve.
 func unignoreSignals() []syscall.Signal {
 	var ignored []syscall.Signal
 	for sig := syscall.Signal(1); sig <= 64; sig++ {
