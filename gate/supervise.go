@@ -255,7 +255,25 @@ func reap(child int, exited chan<- syscall.WaitStatus, log *zap.Logger) {
 			exited <- syscall.WaitStatus(1 << 8)
 			return
 		case pid == child:
+			// Orphans that died before the command are zombies too, and
+			// wait4 may well have named the command first.
+			reapDead(log)
 			exited <- ws
+			return
+		}
+		log.Debug("reaped orphan", zap.Int("pid", pid))
+	}
+}
+
+// reapDead reaps the children that are zombies already, without waiting.
+func reapDead(log *zap.Logger) {
+	for {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil || pid <= 0 {
 			return
 		}
 		log.Debug("reaped orphan", zap.Int("pid", pid))

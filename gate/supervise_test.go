@@ -1,0 +1,139 @@
+package gate
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"go.uber.org/zap"
+)
+
+// supervise runs script under /bin/sh as a supervised command, in $DIR,
+// a new directory, with $READY a FIFO that the script writes to once it
+// is ready for signals, and returns the directory and the result of
+// Supervise; each signal in sigs is sent once the script is ready.
+func supervise(t *testing.T, g *Gate, script string, sigs ...os.Signal) (dir string, err error) {
+	t.Helper()
+	dir = t.TempDir()
+	ready := filepath.Join(dir, "ready")
+	if err := syscall.Mkfifo(ready, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := make(chan os.Signal, 1)
+	if g.Signals == nil {
+		g.Signals = c
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- g.Supervise([]string{"/bin/sh", "-c", script}, []string{"READY=" + ready, "DIR=" + dir, "PATH=/usr/bin:/bin"})
+	}()
+	if len(sigs) == 0 {
+		return dir, <-done
+	}
+	opened := make(chan struct{})
+	go func() { _, _ = os.ReadFile(ready); close(opened) }() // returns once the script wrote and closed it
+	select {
+	case <-opened:
+	case err = <-done:
+		t.Fatalf("Supervise = %v before the command was ready", err)
+	}
+	for _, s := range sigs {
+		c <- s
+	}
+	return dir, <-done
+}
+
+func TestSuperviseExitStatus(t *testing.T) {
+	tests := []struct {
+		name, script string
+		queued       os.Signal // in the channel before the start
+		code         int
+		want         string
+	}{
+		{"success", "exit 0", nil, 0, ""},
+		{"failure", "exit 3", nil, 3, "command exited with status 3"},
+		{"status 255", "exit 255", nil, 255, "command exited with status 255"},
+		{"killed", "kill -KILL $$", nil, 137, "command killed by SIGKILL"},
+		{"other signal before the start is dropped", "exit 0", syscall.SIGUSR1, 0, ""},
+		{"stop signal before the start", "exit 0", syscall.SIGTERM, 143, "received SIGTERM while waiting"},
+	}
+	for _, tc := range tests {
+		sigs := make(chan os.Signal, 1)
+		if tc.queued != nil {
+			sigs <- tc.queued
+		}
+		log, logs := logged(zap.InfoLevel)
+		_, err := supervise(t, &Gate{Signals: sigs, Log: log}, tc.script)
+		if ExitCode(err) != tc.code || err != nil && err.Error() != tc.want {
+			t.Errorf("%s: Supervise = %v (exit %d), want exit %d, %q", tc.name, err, ExitCode(err), tc.code, tc.want)
+		}
+		started := logs.FilterMessage("started").Len() == 1
+		if exited := logs.FilterMessage("exited").All(); started && (len(exited) != 1 || exited[0].ContextMap()["code"] != int64(tc.code)) {
+			t.Errorf("%s: exited lines %v, want one with code %d", tc.name, exited, tc.code)
+		}
+		if started == (tc.code == 143) {
+			t.Errorf("%s: started %v, want a start unless a stop signal came first", tc.name, started)
+		}
+	}
+}
+
+// A command that cannot start fails as a shell would say it, and nothing
+// runs; the caller decides on the quit from that status.
+func TestSuperviseCommandCannotStart(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "plain"), 0o644)
+	for argv0, code := range map[string]int{"nope": 127, filepath.Join(dir, "plain"): 126, "": 2} {
+		log, logs := logged(zap.InfoLevel)
+		err := (&Gate{Log: log}).Supervise([]string{argv0}, []string{"PATH=" + dir})
+		if ExitCode(err) != code || logs.FilterMessage("started").Len() != 0 {
+			t.Errorf("Supervise(%q) = %v (exit %d), want exit %d and nothing started", argv0, err, ExitCode(err), code)
+		}
+	}
+}
+
+func TestSuperviseForwardsSignals(t *testing.T) {
+	tests := []struct {
+		name, script string
+		sigs         []os.Signal
+		code         int
+	}{
+		// The script waits in open(2) of a FIFO no one writes to, which a
+		// caught signal interrupts (and the loop begins again).
+		{"trapped", `trap 'n=$((n+1))' HUP; trap 'exit $((n+6))' USR1; echo >"$READY"
+while :; do read x 2>/dev/null <"$READY"; done`, []os.Signal{syscall.SIGHUP, syscall.SIGUSR1}, 7},
+		{"default action", `echo >"$READY"; read x <"$READY"`, []os.Signal{syscall.SIGTERM}, 143},
+	}
+	for _, tc := range tests {
+		if _, err := supervise(t, &Gate{}, tc.script, tc.sigs...); ExitCode(err) != tc.code {
+			t.Errorf("%s: Supervise = %v (exit %d), want exit %d", tc.name, err, ExitCode(err), tc.code)
+		}
+	}
+}
+
+// An orphan of the command is re-parented to us (a child subreaper, which
+// needs no privilege) and reaped, not left a zombie.
+func TestSuperviseReapsOrphans(t *testing.T) {
+	log, logs := logged(zap.DebugLevel)
+	// The grandchild waits until its parent is gone (or its parent could
+	// reap it), then exits; $(…) returns once it has closed its stdout,
+	// and the loop after it lets it become a zombie, or be reaped.
+	script := `g=$(sh -c '(while read -r _ _ _ pp _ </proc/self/stat && [ $pp = $$ ]; do :; done) & echo $!')
+echo $g >"$DIR/pid"; while read -r _ _ s _ 2>/dev/null </proc/$g/stat && [ "$s" != Z ]; do :; done`
+	dir, err := supervise(t, &Gate{Log: log}, script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "pid"))
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	var reaped []any // with any orphans of earlier tests
+	for _, l := range logs.FilterMessage("reaped orphan").All() {
+		reaped = append(reaped, l.ContextMap()["pid"])
+	}
+	if pid == 0 || !slices.Contains(reaped, any(int64(pid))) {
+		t.Errorf("reaped orphans %v, want the grandchild %d among them", reaped, pid)
+	}
+}
