@@ -17,9 +17,9 @@ import (
 // when something must happen after the command ends (telling the proxy to
 // quit). It does what an init does: signals that arrive once the child
 // runs are forwarded to it (the caller chooses which by what it routes to
-// Signals), every zombie is reaped, and the child's status becomes the result: nil for 0,
-// else an *ExitError with the child's code, or 128+N when signal N killed
-// it. The command's stdio is the process's own.
+// Signals), every zombie is reaped, and the child's status becomes the
+// result: nil for 0, else an *ExitError with the child's code, or 128+N
+// when signal N killed it. The command's stdio is the process's own.
 func (g *Gate) Supervise(argv, env []string) error {
 	path, err := program(argv, env)
 	if err != nil {
@@ -33,30 +33,7 @@ func (g *Gate) Supervise(argv, env []string) error {
 			log.Warn("cannot become a child subreaper; orphans go to init", zap.Error(err))
 		}
 	}
-	// Not exec.CommandContext: the child decides when it is done.
-	cmd := exec.Command(path)
-	cmd.Args, cmd.Env = argv, env
-	// Files, not other readers and writers: the child gets the very
-	// descriptors, and no goroutine copies its output.
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	// If we are killed outright, the command goes too, as it would with
-	// its container: nothing is left running without its supervisor. The
-	// kernel ties this to the thread that forks; the Go runtime only ends
-	// a thread when a goroutine exits locked to it, which startClean
-	// does not do.
-	//
-	// The command gets a process group of its own, as under tini: a
-	// signal sent to our whole group (kill -INT -- -PGID, or Ctrl-C when
-	// we lead the terminal's foreground group) then reaches the command
-	// once, forwarded by us, not a second time from the group. At a
-	// terminal its group becomes the foreground one, so that Ctrl-C and
-	// Ctrl-Z go to it, and job control works as without us.
-	attr := &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	foreground := foregroundTerminal()
-	if foreground {
-		attr.Foreground, attr.Ctty = true, 0
-	}
-	cmd.SysProcAttr = attr
+	cmd, foreground := childCommand(path, argv, env)
 	// The last look at the signals comes after every log line of the
 	// wait: a stop signal that came since means the pod is stopping, and
 	// the command must not start (exit 128+N); another is dropped, as
@@ -87,6 +64,36 @@ func (g *Gate) Supervise(argv, env []string) error {
 			forward(cmd.Process, s, log)
 		}
 	}
+}
+
+// childCommand makes the command to supervise, and tells whether it gets
+// the terminal's foreground.
+func childCommand(path string, argv, env []string) (cmd *exec.Cmd, foreground bool) {
+	// Not exec.CommandContext: the child decides when it is done.
+	cmd = exec.Command(path)
+	cmd.Args, cmd.Env = argv, env
+	// Files, not other readers and writers: the child gets the very
+	// descriptors, and no goroutine copies its output.
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	// If we are killed outright, the command goes too, as it would with
+	// its container: nothing is left running without its supervisor. The
+	// kernel ties this to the thread that forks; the Go runtime only ends
+	// a thread when a goroutine exits locked to it, which startClean
+	// does not do.
+	//
+	// The command gets a process group of its own, as under tini: a
+	// signal sent to our whole group (kill -INT -- -PGID, or Ctrl-C when
+	// we lead the terminal's foreground group) then reaches the command
+	// once, forwarded by us, not a second time from the group. At a
+	// terminal its group becomes the foreground one, so that Ctrl-C and
+	// Ctrl-Z go to it, and job control works as without us.
+	attr := &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	foreground = foregroundTerminal()
+	if foreground {
+		attr.Foreground, attr.Ctty = true, 0
+	}
+	cmd.SysProcAttr = attr
+	return cmd, foreground
 }
 
 // lastLookSupervised takes every signal that came before now: one the
