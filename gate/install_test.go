@@ -1,7 +1,7 @@
 package gate
 
 import (
-	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,59 +13,27 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zaptest/observer"
 )
 
-// fakeSelf makes an Installer that copies content instead of the running
-// binary.
-func fakeSelf(t *testing.T, content []byte) *Installer {
-	t.Helper()
-	src := filepath.Join(t.TempDir(), "self")
-	if err := os.WriteFile(src, content, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	return &Installer{Self: func() (io.ReadCloser, error) { return os.Open(src) }}
+// steps reads first, then calls mid, then reads rest; an error from mid
+// is the read's. mid runs inside a Read, so a test acts at a known point
+// of the copy: after the destination was checked and the temporary file
+// created, before the rename.
+func steps(first string, mid func() error, rest string) io.Reader {
+	return io.MultiReader(strings.NewReader(first), onRead(mid), strings.NewReader(rest))
 }
 
-// stepReader serves first, then calls mid once, then serves rest and ends
-// with err (io.EOF if nil). mid runs inside Read, so a test acts at a known
-// point of the copy: after the destination was checked and the temporary
-// file created, before the rename.
-type stepReader struct {
-	first, rest []byte
-	mid         func()
-	err         error
-}
+type onRead func() error
 
-func (r *stepReader) Read(p []byte) (int, error) {
-	if len(r.first) > 0 {
-		n := copy(p, r.first)
-		r.first = r.first[n:]
-		return n, nil
-	}
-	if r.mid != nil {
-		r.mid()
-		r.mid = nil
-	}
-	if len(r.rest) > 0 {
-		n := copy(p, r.rest)
-		r.rest = r.rest[n:]
-		return n, nil
-	}
-	if r.err != nil {
-		return 0, r.err
-	}
-	return 0, io.EOF
-}
-
-func (r *stepReader) Close() error { return nil }
+func (f onRead) Read([]byte) (int, error) { return 0, cmp.Or(f(), io.EOF) }
 
 // installFrom makes an Installer that copies r.
-func installFrom(r io.ReadCloser) *Installer {
-	return &Installer{Self: func() (io.ReadCloser, error) { return r, nil }}
+func installFrom(r io.Reader) *Installer {
+	return &Installer{Self: func() (io.ReadCloser, error) { return io.NopCloser(r), nil }}
 }
 
 // names lists a directory.
@@ -82,88 +50,60 @@ func names(t *testing.T, dir string) []string {
 	return out
 }
 
-func checkInstalled(t *testing.T, path string, content []byte) {
+func checkInstalled(t *testing.T, path, content string) {
 	t.Helper()
 	got, err := os.ReadFile(path)
-	if err != nil || !bytes.Equal(got, content) {
-		t.Fatalf("%s holds %q (%v), want %q", path, got, err, content)
-	}
-	fi, _ := os.Stat(path)
-	if fi.Mode().Perm() != 0o755 {
-		t.Errorf("%s mode %v, want 0755", path, fi.Mode().Perm())
+	fi, lerr := os.Lstat(path)
+	if err != nil || lerr != nil || string(got) != content || fi.Mode() != 0o755 {
+		t.Errorf("%s holds %q (%v), mode %v; want %q, a regular file, mode 0755", path, got, err, fi, content)
 	}
 }
 
-func leftovers(t *testing.T, dir string) []string {
-	t.Helper()
-	var tmp []string
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if strings.HasSuffix(e.Name(), ".tmp") {
-			tmp = append(tmp, e.Name())
-		}
-	}
-	return tmp
-}
-
-func TestInstallIntoDirectory(t *testing.T) {
-	content := []byte("binary v1")
-	dir := t.TempDir()
-	core, logs := observer.New(zap.InfoLevel)
-	in := fakeSelf(t, content)
-	in.Log = zap.New(core)
-	res, err := in.Install(context.Background(), dir)
-	if err != nil {
+func TestInstall(t *testing.T) {
+	t.Chdir(t.TempDir())
+	if err := os.Mkdir("sub", 0o755); err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256(content)
-	want := Installed{Path: filepath.Join(dir, "meshgate"), Size: int64(len(content)), SHA256: hex.EncodeToString(sum[:])}
-	if res != want {
-		t.Errorf("Install = %+v, want %+v", res, want)
+	tests := []struct{ dest, want string }{
+		{".", "meshgate"}, {"./", "meshgate"}, {"sub", "sub/meshgate"}, {"sub/", "sub/meshgate"},
+		{"./sub//", "sub/meshgate"}, {"mg", "mg"}, {"sub/mg", "sub/mg"}, {"mg", "mg"},
 	}
-	checkInstalled(t, want.Path, content)
-	l := logs.FilterMessage("installed").All()
-	if len(l) != 1 || l[0].ContextMap()["sha256"] != want.SHA256 || l[0].ContextMap()["size"] != want.Size {
-		t.Errorf("log lines %v, want one with path, size and sha256", l)
-	}
-}
-
-func TestInstallToFilePathAndRerun(t *testing.T) {
-	dir := t.TempDir()
-	dest := filepath.Join(dir, "mg")
-	for _, content := range [][]byte{[]byte("v1"), []byte("version two")} {
-		if _, err := fakeSelf(t, content).Install(context.Background(), dest); err != nil {
-			t.Fatal(err)
+	for i, tc := range tests {
+		content := fmt.Sprintf("binary v%d", i)
+		log, logs := logged(zap.InfoLevel)
+		in := installFrom(strings.NewReader(content))
+		in.Log = log
+		res, err := in.Install(context.Background(), tc.dest)
+		sum := sha256.Sum256([]byte(content))
+		want := Installed{Path: tc.want, Size: int64(len(content)), SHA256: hex.EncodeToString(sum[:])}
+		if err != nil || res != want {
+			t.Errorf("Install(%q) = %+v, %v; want %+v", tc.dest, res, err, want)
 		}
-		checkInstalled(t, dest, content)
+		checkInstalled(t, tc.want, content)
+		if l := logs.FilterMessage("installed").All(); len(l) != 1 || l[0].ContextMap()["sha256"] != want.SHA256 {
+			t.Errorf("log lines %v, want one with the sha256", l)
+		}
 	}
-	if tmp := leftovers(t, dir); len(tmp) != 0 {
-		t.Errorf("temporary files left: %v", tmp)
+	if got := slices.Concat(names(t, "."), names(t, "sub")); !slices.Equal(got, []string{"meshgate", "mg", "sub", "meshgate", "mg"}) {
+		t.Errorf("files %q, want the installed ones and nothing left over", got)
 	}
 }
 
 func TestInstallRefusals(t *testing.T) {
 	dir := t.TempDir()
 	victim := filepath.Join(dir, "victim")
-	if err := os.WriteFile(victim, []byte("keep"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	linkDir := filepath.Join(dir, "linkdir")
-	if err := os.Mkdir(linkDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(victim, filepath.Join(linkDir, "meshgate")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(victim, filepath.Join(dir, "link")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(t.TempDir(), filepath.Join(dir, "dirlink")); err != nil {
-		t.Fatal(err)
-	}
-	subdir := filepath.Join(dir, "sub")
-	if err := os.MkdirAll(filepath.Join(subdir, "meshgate"), 0o755); err != nil {
-		t.Fatal(err)
+	linkDir, subdir := filepath.Join(dir, "linkdir"), filepath.Join(dir, "sub")
+	for _, err := range []error{
+		os.WriteFile(victim, []byte("keep"), 0o644),
+		os.Mkdir(linkDir, 0o755),
+		os.Symlink(victim, filepath.Join(linkDir, "meshgate")),
+		os.Symlink(victim, filepath.Join(dir, "link")),
+		os.Symlink(t.TempDir(), filepath.Join(dir, "dirlink")),
+		os.MkdirAll(filepath.Join(subdir, "meshgate"), 0o755),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	tests := []struct {
 		dest, want string
@@ -182,7 +122,7 @@ func TestInstallRefusals(t *testing.T) {
 		{"/dev/null", "not a directory or a regular file"},
 	}
 	for _, tc := range tests {
-		_, err := fakeSelf(t, []byte("new")).Install(context.Background(), tc.dest)
+		_, err := installFrom(strings.NewReader("new")).Install(context.Background(), tc.dest)
 		if ExitCode(err) != ExitUsage || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Install(%q) = %v, want a usage error saying %q", tc.dest, err, tc.want)
 		}
@@ -192,130 +132,80 @@ func TestInstallRefusals(t *testing.T) {
 	}
 }
 
-func TestInstallIOFailureLeavesNothing(t *testing.T) {
-	dir := t.TempDir()
-	// A source that fails mid-read: a directory opened as a file.
-	in := &Installer{Self: func() (io.ReadCloser, error) { return os.Open(t.TempDir()) }}
-	_, err := in.Install(context.Background(), dir)
-	if ExitCode(err) != ExitFailure || !strings.Contains(err.Error(), "install: write") {
-		t.Errorf("Install = %v, want an I/O error (exit 1)", err)
-	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
-		t.Errorf("files left after a failed install: %v", entries)
-	}
-}
-
-func TestInstallSourceFailsMidReadKeepsEarlierInstall(t *testing.T) {
-	dir := t.TempDir()
-	old := []byte("binary v1")
-	if _, err := fakeSelf(t, old).Install(context.Background(), dir); err != nil {
+// An install interrupted in mid-copy leaves no temporary file. What is
+// swapped in for the target meanwhile is replaced by the rename, never
+// written through (a symlink), or makes the rename fail and stays as it
+// was (a directory); a failed read or a cancel leaves the earlier install.
+func TestInstallInterrupted(t *testing.T) {
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("keep"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	errRead := errors.New("input/output error")
-	_, err := installFrom(&stepReader{first: []byte("binary v2, first half"), err: errRead}).Install(context.Background(), dir)
-	if ExitCode(err) != ExitFailure || !errors.Is(err, errRead) {
-		t.Errorf("Install = %v, want the read error, exit 1", err)
+	symlink := func(target string, _ context.CancelCauseFunc) error {
+		return errors.Join(os.Remove(target), os.Symlink(victim, target))
 	}
-	checkInstalled(t, filepath.Join(dir, "meshgate"), old)
-	if got := names(t, dir); !slices.Equal(got, []string{"meshgate"}) {
-		t.Errorf("directory holds %q after a failed install, want only the earlier meshgate", got)
+	stop := Usagef("stopped") // any cause: the signal's, in meshgate
+	tests := []struct {
+		name, file string // file "": into the directory
+		mid        func(target string, cancel context.CancelCauseFunc) error
+		err, want  string // want: the target's content after, "" for a directory
+	}{
+		{"symlink swapped in", "", symlink, "", "new binary"},
+		{"symlink swapped in for a file", "mg", symlink, "", "new binary"},
+		{"directory swapped in", "", func(target string, _ context.CancelCauseFunc) error {
+			return errors.Join(os.Remove(target), os.Mkdir(target, 0o755))
+		}, "install: rename to", ""},
+		{"read error", "", func(string, context.CancelCauseFunc) error { return syscall.EIO }, "install: write", "old"},
+		{"cancelled", "", func(_ string, cancel context.CancelCauseFunc) error { cancel(stop); return nil }, "stopped", "old"},
 	}
-}
-
-func TestInstallSymlinkSwappedInMidCopy(t *testing.T) {
-	for _, name := range []string{"", "mg"} {
+	for _, tc := range tests {
 		dir := t.TempDir()
-		dest := filepath.Join(dir, name)
-		target := filepath.Join(dir, InstallName)
-		if name != "" {
-			target = dest
-		}
-		victim := filepath.Join(t.TempDir(), "victim")
-		if err := os.WriteFile(victim, []byte("keep"), 0o600); err != nil {
+		dest, target := filepath.Join(dir, tc.file), filepath.Join(dir, cmp.Or(tc.file, InstallName))
+		// An earlier install: a regular file, so the checks before the copy pass.
+		if _, err := installFrom(strings.NewReader("old")).Install(context.Background(), dest); err != nil {
 			t.Fatal(err)
 		}
-		// An earlier install: a regular file, so the checks before the
-		// copy pass.
-		if _, err := fakeSelf(t, []byte("old")).Install(context.Background(), dest); err != nil {
-			t.Fatal(err)
+		ctx, cancel := context.WithCancelCause(context.Background())
+		_, err := installFrom(steps("new ", func() error { return tc.mid(target, cancel) }, "binary")).Install(ctx, dest)
+		cancel(nil)
+		if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%s: Install = %v, want %q", tc.name, err, tc.err)
 		}
-		swapped := false
-		content := []byte("new binary")
-		r := &stepReader{first: content[:4], rest: content[4:], mid: func() {
-			if err := os.Remove(target); err != nil {
-				t.Error(err)
-			}
-			if err := os.Symlink(victim, target); err != nil {
-				t.Error(err)
-			}
-			swapped = true
-		}}
-		if _, err := installFrom(r).Install(context.Background(), dest); err != nil {
-			t.Fatalf("Install(%q) = %v, want success", dest, err)
+		if fi, _ := os.Lstat(target); tc.want != "" {
+			checkInstalled(t, target, tc.want)
+		} else if fi == nil || !fi.IsDir() || len(names(t, target)) != 0 {
+			t.Errorf("%s: %s is %v, want the empty directory swapped in", tc.name, target, fi)
 		}
-		if !swapped {
-			t.Fatal("the symlink was never swapped in")
+		if b, _ := os.ReadFile(victim); string(b) != "keep" {
+			t.Errorf("%s: victim holds %q: written through the symlink", tc.name, b)
 		}
-		b, _ := os.ReadFile(victim)
-		fi, _ := os.Stat(victim)
-		if string(b) != "keep" || fi.Mode().Perm() != 0o600 {
-			t.Errorf("victim holds %q mode %v, want %q mode 0600: written through the symlink", b, fi.Mode().Perm(), "keep")
+		if got := names(t, dir); len(got) != 1 {
+			t.Errorf("%s: directory holds %q, want only %s", tc.name, got, filepath.Base(target))
 		}
-		if fi, err := os.Lstat(target); err != nil || !fi.Mode().IsRegular() {
-			t.Errorf("%s: %v, %v; want a regular file in place of the symlink", target, fi.Mode(), err)
-		}
-		checkInstalled(t, target, content)
-		if tmp := leftovers(t, dir); len(tmp) != 0 {
-			t.Errorf("temporary files left: %v", tmp)
-		}
-	}
-}
-
-func TestInstallRenameFailureLeavesNoTemporaryFile(t *testing.T) {
-	dir := t.TempDir()
-	target := filepath.Join(dir, InstallName)
-	// A directory swapped in after the checks makes the rename fail.
-	r := &stepReader{first: []byte("new "), rest: []byte("binary"), mid: func() {
-		if err := os.MkdirAll(filepath.Join(target, "x"), 0o755); err != nil {
-			t.Error(err)
-		}
-	}}
-	_, err := installFrom(r).Install(context.Background(), dir)
-	if ExitCode(err) != ExitFailure || !strings.Contains(err.Error(), "install: rename to") {
-		t.Errorf("Install = %v, want a rename error, exit 1", err)
-	}
-	if got := names(t, dir); !slices.Equal(got, []string{InstallName}) {
-		t.Errorf("directory holds %q, want only the swapped-in directory %q", got, InstallName)
-	}
-	if fi, err := os.Stat(filepath.Join(target, "x")); err != nil || !fi.IsDir() {
-		t.Errorf("the swapped-in directory was touched: %v", err)
 	}
 }
 
 func TestInstallConcurrently(t *testing.T) {
 	const n = 8
 	dir := t.TempDir()
-	target := filepath.Join(dir, InstallName)
 	// Every install stops halfway until all are halfway, so the copies
 	// overlap for certain.
-	var halfway sync.WaitGroup
+	var halfway, done sync.WaitGroup
 	halfway.Add(n)
 	release := make(chan struct{})
-	contents := make([][]byte, n)
-	errs := make([]error, n)
-	var done sync.WaitGroup
+	contents := make([]string, n)
 	for i := range n {
-		contents[i] = bytes.Repeat([]byte{byte('a' + i)}, 1000*(i+1))
+		contents[i] = strings.Repeat(string(rune('a'+i)), 1000*(i+1))
 		var once sync.Once
 		arrive := func() { once.Do(halfway.Done) }
 		half := len(contents[i]) / 2
-		r := &stepReader{first: contents[i][:half], rest: contents[i][half:], mid: func() { arrive(); <-release }}
-		done.Add(1)
-		go func() {
-			defer done.Done()
+		r := steps(contents[i][:half], func() error { arrive(); <-release; return nil }, contents[i][half:])
+		done.Go(func() {
 			defer arrive() // an install that fails early must not hold up the others
-			_, errs[i] = installFrom(r).Install(context.Background(), dir)
-		}()
+			if _, err := installFrom(r).Install(context.Background(), dir); err != nil {
+				t.Errorf("install %d: %v", i, err)
+			}
+		})
 	}
 	halfway.Wait()
 	got := names(t, dir)
@@ -324,53 +214,13 @@ func TestInstallConcurrently(t *testing.T) {
 	if len(got) != n || slices.Contains(got, InstallName) {
 		t.Errorf("halfway through, the directory holds %q, want %d temporary files and no %s", got, n, InstallName)
 	}
-	for i, err := range errs {
-		if err != nil {
-			t.Errorf("install %d: %v", i, err)
-		}
+	b, _ := os.ReadFile(filepath.Join(dir, InstallName))
+	if !slices.Contains(contents, string(b)) {
+		t.Errorf("%s holds %d bytes starting %q, want exactly one of the %d copies", InstallName, len(b), b[:min(len(b), 8)], n)
 	}
-	b, err := os.ReadFile(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.ContainsFunc(contents, func(c []byte) bool { return bytes.Equal(c, b) }) {
-		t.Errorf("%s holds %d bytes starting %q, want exactly one of the %d copies", target, len(b), b[:min(len(b), 8)], n)
-	}
-	if fi, _ := os.Stat(target); fi.Mode().Perm() != 0o755 {
-		t.Errorf("%s mode %v, want 0755", target, fi.Mode().Perm())
-	}
+	checkInstalled(t, filepath.Join(dir, InstallName), string(b))
 	if got := names(t, dir); !slices.Equal(got, []string{InstallName}) {
 		t.Errorf("directory holds %q after the installs, want only %s", got, InstallName)
-	}
-}
-
-func TestInstallRelativeDestination(t *testing.T) {
-	t.Chdir(t.TempDir())
-	if err := os.Mkdir("sub", 0o755); err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct{ dest, want string }{
-		{".", "meshgate"},
-		{"./", "meshgate"},
-		{"sub", "sub/meshgate"},
-		{"sub/", "sub/meshgate"},
-		{"./sub//", "sub/meshgate"},
-		{"mg", "mg"},
-		{"sub/mg", "sub/mg"},
-	}
-	for i, tc := range tests {
-		content := fmt.Appendf(nil, "binary v%d", i)
-		res, err := fakeSelf(t, content).Install(context.Background(), tc.dest)
-		if err != nil || res.Path != tc.want {
-			t.Errorf("Install(%q) = %q, %v; want %q", tc.dest, res.Path, err, tc.want)
-			continue
-		}
-		checkInstalled(t, tc.want, content)
-	}
-	for _, dir := range []string{".", "sub"} {
-		if tmp := leftovers(t, dir); len(tmp) != 0 {
-			t.Errorf("temporary files left in %s: %v", dir, tmp)
-		}
 	}
 }
 
@@ -382,46 +232,7 @@ func TestOpenSelf(t *testing.T) {
 	defer f.Close()
 	exe, _ := os.Executable()
 	a, _ := f.Stat()
-	b, _ := os.Stat(exe)
-	if !os.SameFile(a, b) {
+	if b, _ := os.Stat(exe); !os.SameFile(a, b) {
 		t.Errorf("openSelf opened %s, want the test binary %s", f.Name(), exe)
 	}
 }
-
-// A cancelled install stops in mid-copy, removes its temporary file and
-// leaves the earlier install as it was; the error is the cancel's cause.
-func TestInstallCancelledMidCopy(t *testing.T) {
-	dir := t.TempDir()
-	if _, err := fakeSelf(t, []byte("v1")).Install(context.Background(), dir); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancelCause(context.Background())
-	stop := Usagef("stopped") // any cause: the signal's, in meshgate
-	src := &cancelReader{chunk: []byte("binary v2, first part"), cancel: func() { cancel(stop) }}
-	_, err := installFrom(src).Install(ctx, dir)
-	if err != stop {
-		t.Errorf("Install = %v, want the cause %v", err, stop)
-	}
-	entries, _ := os.ReadDir(dir)
-	got, _ := os.ReadFile(filepath.Join(dir, InstallName))
-	if len(entries) != 1 || string(got) != "v1" {
-		t.Errorf("after the cancel: %d entries, %s = %q; want only the earlier install", len(entries), InstallName, got)
-	}
-}
-
-// cancelReader gives one chunk, cancels, and would then go on for ever.
-type cancelReader struct {
-	chunk  []byte
-	cancel func()
-	n      int
-}
-
-func (c *cancelReader) Read(p []byte) (int, error) {
-	c.n++
-	if c.n == 2 {
-		c.cancel()
-	}
-	return copy(p, c.chunk), nil
-}
-
-func (c *cancelReader) Close() error { return nil }

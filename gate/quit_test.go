@@ -23,6 +23,7 @@ import (
 func proxyAnswers(answers ...any) (func(*url.URL) *http.Client, *atomic.Int64) {
 	var n atomic.Int64
 	rt := roundTripper(func(r *http.Request) (*http.Response, error) {
+		w := httptest.NewRecorder()
 		switch a := answers[min(int(n.Add(1)), len(answers))-1].(type) {
 		case error:
 			if a == errHang {
@@ -31,18 +32,14 @@ func proxyAnswers(answers ...any) (func(*url.URL) *http.Client, *atomic.Int64) {
 			}
 			return nil, a
 		case int:
-			w := httptest.NewRecorder()
 			switch {
-			case r.Method != http.MethodPost:
-				w.WriteHeader(http.StatusMethodNotAllowed)
 			case a == http.StatusNotFound:
 				http.Error(w, "shutdown endpoint is not enabled", a)
 			default:
 				w.WriteHeader(a)
 			}
-			return w.Result(), nil
 		}
-		panic("an answer is a status or an error")
+		return w.Result(), nil
 	})
 	return func(*url.URL) *http.Client { return &http.Client{Transport: rt} }, &n
 }
@@ -73,24 +70,18 @@ func TestQuit(t *testing.T) {
 		{"no answer within the limit", []any{errHang}, 2, "", "no answer within the quit limit: context deadline exceeded"},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				client, n := proxyAnswers(tc.answers...)
-				log, logs := logged(zap.InfoLevel)
-				q := &Quitter{URLs: []*url.URL{u}, Client: client, Limit: 3 * time.Second, Log: log}
-				err := q.Quit(context.Background())
-				if n.Load() != tc.requests {
-					t.Errorf("%d requests, want %d", n.Load(), tc.requests)
-				}
-				if tc.err == "" {
-					l := logs.FilterMessage("proxy told to quit").All()
-					if err != nil || len(l) != 1 || l[0].ContextMap()["status"] != tc.status {
-						t.Errorf("Quit = %v, log %v; want success logged once with status %q", err, l, tc.status)
-					}
-				} else if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), u.String()) {
-					t.Errorf("Quit = %v, want an error naming the URL and saying %q", err, tc.err)
-				}
-			})
+		synctest.Test(t, func(t *testing.T) {
+			client, n := proxyAnswers(tc.answers...)
+			log, logs := logged(zap.InfoLevel)
+			err := (&Quitter{URLs: []*url.URL{u}, Client: client, Limit: 3 * time.Second, Log: log}).Quit(context.Background())
+			if n.Load() != tc.requests {
+				t.Errorf("%s: %d requests, want %d", tc.name, n.Load(), tc.requests)
+			}
+			if l := logs.FilterMessage("proxy told to quit").All(); tc.err == "" && (err != nil || len(l) != 1 || l[0].ContextMap()["status"] != tc.status) {
+				t.Errorf("%s: Quit = %v, log %v; want success logged once with status %q", tc.name, err, l, tc.status)
+			} else if tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), u.String())) {
+				t.Errorf("%s: Quit = %v, want an error naming the URL and saying %q", tc.name, err, tc.err)
+			}
 		})
 	}
 }
@@ -112,22 +103,22 @@ func TestQuitAllURLs(t *testing.T) {
 }
 
 func TestParseQuitURL(t *testing.T) {
-	for _, s := range []string{"http://localhost:15020/quitquitquit", "http://127.0.0.2:4191/shutdown", "https://[::1]:9901/quitquitquit"} {
-		if _, err := ParseQuitURL(s, false); err != nil {
-			t.Errorf("ParseQuitURL(%q) = %v", s, err)
-		}
-	}
-	for _, tc := range []struct{ s, want string }{
-		{"http://10.0.0.1:15020/quitquitquit", "not loopback"},
-		{"http://proxy.example:15020/quitquitquit", "not loopback"},
-		{"tcp://localhost:1", "want http or https"},
-		{"http://user:pw@localhost:1/", `"http://xxxxx@localhost:1/": credentials`},
+	for _, tc := range []struct {
+		s      string
+		remote bool
+		want   string // "" means valid
+	}{
+		{"http://localhost:15020/quitquitquit", false, ""},
+		{"http://127.0.0.2:4191/shutdown", false, ""},
+		{"https://[::1]:9901/quitquitquit", false, ""},
+		{"http://10.0.0.1:15020/quitquitquit", true, ""},
+		{"http://10.0.0.1:15020/quitquitquit", false, "not loopback (add --quit-allow-remote to allow it)"},
+		{"http://proxy.example:15020/quitquitquit", false, "not loopback"},
+		{"tcp://localhost:1", false, "want http or https"},
+		{"http://user:pw@localhost:1/", false, `"http://xxxxx@localhost:1/": credentials`},
 	} {
-		if _, err := ParseQuitURL(tc.s, false); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("ParseQuitURL(%q) = %v, want %q", tc.s, err, tc.want)
+		if _, err := ParseQuitURL(tc.s, tc.remote); tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("ParseQuitURL(%q, %v) = %v, want %q", tc.s, tc.remote, err, tc.want)
 		}
-	}
-	if _, err := ParseQuitURL("http://10.0.0.1:15020/quitquitquit", true); err != nil {
-		t.Errorf("remote allowed: %v", err)
 	}
 }
