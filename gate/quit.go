@@ -37,6 +37,8 @@ type Quitter struct {
 	Limit          time.Duration
 	// Client makes the HTTP client for a URL; nil means probe.Client
 	// with Options (--insecure-skip-verify reaches https quit URLs too).
+	// Tests give it an in-memory transport, so that the retries run on
+	// synctest's clock (a loopback socket would keep that clock still).
 	Client  func(*url.URL) *http.Client
 	Options probe.Options
 	Log     *zap.Logger
@@ -96,8 +98,10 @@ func (q *Quitter) quitOne(ctx context.Context, u *url.URL) error {
 	policy := backoff.WithContext(backoff.WithMaxRetries(backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(100*time.Millisecond), backoff.WithMaxInterval(time.Second),
 		backoff.WithMaxElapsedTime(0)), uint64(attempts-1)), ctx)
-	var last error                     // backoff's loop returns ctx's error instead, once ctx ends
-	n, status, reached := 0, "", false // reached: an attempt got through to the proxy
+	// last is the last error of a request: backoff's loop returns ctx's
+	// error instead once ctx ends. reached: a request got to the proxy.
+	var last error
+	n, status, reached := 0, "", false
 	post := func() error {
 		n++
 		var err error
