@@ -178,12 +178,22 @@ func TestHTTPNeverAnswers(t *testing.T) {
 		t.Run(scheme, func(t *testing.T) {
 			// Accepts, reads whatever comes, and never says a word: for
 			// https the handshake itself stalls.
-			srv := newRawServer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+			gone := make(chan struct{}, 2)
+			srv := newRawServer(t, func(c net.Conn) {
+				_, _ = io.Copy(io.Discard, c)
+				gone <- struct{}{}
+			})
 			p := newHTTPProbe(t, strings.Replace(srv.URL(), "http", scheme, 1)+"/ready")
 			for i := range 2 {
 				err := checkWithin(t, p, stall)
 				if verdict(err) != "error" || !timedOut(err) {
 					t.Fatalf("attempt %d: got %v, want a timeout", i, err)
+				}
+				// Not left dialling in the background, for ever.
+				select {
+				case <-gone:
+				case <-time.After(slack):
+					t.Fatalf("attempt %d: the connection is still open, want it closed by the probe", i)
 				}
 				// The connection is in doubt: the next attempt opens its own.
 				if got := srv.accepted.Load(); got != int64(i+1) {

@@ -93,6 +93,14 @@ func (h *HTTP) Check(ctx context.Context) error {
 	defer func() { h.ctx = nil }()
 	resp, err := h.client.Do(h.req.WithContext(httptrace.WithClientTrace(ctx, h.trace)))
 	if err != nil {
+		if ctx.Err() != nil {
+			// net/http goes on dialling after the request's context
+			// ends, without its deadline, for a later request to use
+			// the connection. A handshake that never ends would hold
+			// that dial for ever, one more for each attempt: this
+			// cancels it.
+			h.client.CloseIdleConnections()
+		}
 		return cause(ctx, err)
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
