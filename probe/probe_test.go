@@ -3,6 +3,7 @@ package probe
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -12,7 +13,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
+	"testing/synctest"
 )
 
 func TestParse(t *testing.T) {
@@ -27,23 +28,18 @@ func TestParse(t *testing.T) {
 	}
 	for _, tc := range good {
 		p, err := Parse(tc.spec, Options{})
-		if err != nil {
-			t.Errorf("Parse(%q): %v", tc.spec, err)
-			continue
-		}
-		if got := typeName(p); got != tc.want {
-			t.Errorf("Parse(%q) is %s, want %s", tc.spec, got, tc.want)
-		}
-		if p.String() != tc.spec {
-			t.Errorf("Parse(%q).String() = %q", tc.spec, p.String())
+		if got := fmt.Sprintf("%T", p); err != nil || got != tc.want || p.String() != tc.spec {
+			t.Errorf("Parse(%q) = %s %v, %v; want a %s that stands for the spec", tc.spec, got, p, err, tc.want)
 		}
 	}
 	bad := []struct{ spec, want string }{
 		{"", "empty spec"},
 		{"localhost:15020", "missing scheme"},
 		{"/healthz/ready", "missing scheme"},
+		{"http:localhost", "missing scheme"},
 		{"ftp://localhost:21/", `unsupported scheme "ftp"`},
 		{"grpc://localhost:1", `unsupported scheme "grpc"`},
+		{"%zz://x", "first path segment"},
 		{"http:///ready", "missing host"},
 		{"tcp://localhost", "missing port"},
 		{"tcp://localhost:", "missing port"},
@@ -54,8 +50,6 @@ func TestParse(t *testing.T) {
 		{"tcp://::1:80", "must be in brackets"},
 		{"tcp://[::1:80", "missing ']'"},
 		{"tcp://[zz]:80", `"zz"`},
-		{"http://user:pw@localhost:1/", "credentials"},
-		{"http://user:secret@localhost:bad/", "credentials"},
 		{"http://localhost:1/a@b", "credentials"},
 		{"http://localhost:1/#frag", "fragment"},
 		{"tcp://localhost:1/path", "no path or query"},
@@ -63,30 +57,31 @@ func TestParse(t *testing.T) {
 		{"http://bad host:1/", "white space"},
 		{"http://-bad-:1/", "bad host name"},
 		{"http://a..b:1/", "bad host name"},
-		{"http:localhost", "missing scheme"},
-		{"%zz://x", "first path segment"},
+		// Credentials are refused, and no byte of them is shown.
+		{"http://user:secret@localhost:1/", "credentials"},
+		{"http://user:secret@localhost:bad/", "credentials"},
+		{"https://:secret@x:bad/", "credentials"},
+		{"tcp://secret@h:1/p", "credentials"},
+		{"http://a@b:secret@c:1/", "credentials"},
+		{"http://admin:s3/secret@localhost:15020/r", "credentials"},
+		{"http://admin:s?secret@localhost:1/", "credentials"},
+		{"http://admin:s#secret@localhost:1/", "credentials"},
+		{"http://admin:%zzsecret@localhost:1/", "credentials"},
+		{"admin:secret@localhost:1", "credentials"},
 	}
 	for _, tc := range bad {
 		_, err := Parse(tc.spec, Options{})
-		if err == nil {
-			t.Errorf("Parse(%q) = nil error, want %q", tc.spec, tc.want)
-			continue
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), strconv.Quote(Redact(tc.spec))) ||
+			strings.Contains(err.Error(), "secret") {
+			t.Errorf("Parse(%q) error = %v, want it to name the spec, credentials hidden, and say %q", tc.spec, err, tc.want)
 		}
-		if !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), `"`+Redact(tc.spec)+`"`) {
-			t.Errorf("Parse(%q) error = %q, want it to name the spec and say %q", tc.spec, err, tc.want)
-		}
+	}
+	if _, err := ParseHTTPURL("tcp://localhost:1"); err == nil || !strings.Contains(err.Error(), "want http or https") {
+		t.Errorf("ParseHTTPURL(tcp://localhost:1) error = %v, want the scheme refused", err)
 	}
 }
 
-func TestErrorsHideCredentials(t *testing.T) {
-	for _, spec := range []string{"http://user:secret@localhost:1/", "https://:secret@x:bad/", "tcp://secret@h:1/p", "http://a@b:secret@c:1/",
-		"http://admin:s3/secret@localhost:15020/r", "http://admin:s?secret@localhost:1/", "http://admin:s#secret@localhost:1/",
-		"http://admin:%zzsecret@localhost:1/", "admin:secret@localhost:1"} {
-		_, err := Parse(spec, Options{})
-		if err == nil || strings.Contains(err.Error(), "secret") {
-			t.Errorf("Parse(%q) error = %v, want an error that does not show the credentials", spec, err)
-		}
-	}
+func TestRedact(t *testing.T) {
 	for _, tc := range []struct{ spec, want string }{
 		// Up to the last @: a password may hold /, ? and # (and @).
 		{"http://user:pw@localhost:1/x?y@z", "http://xxxxx@z"},
@@ -100,14 +95,16 @@ func TestErrorsHideCredentials(t *testing.T) {
 	}
 }
 
-func typeName(p Probe) string {
-	switch p.(type) {
-	case *HTTP:
-		return "*probe.HTTP"
-	case *TCP:
-		return "*probe.TCP"
+func TestIsLoopback(t *testing.T) {
+	for host, want := range map[string]bool{
+		"localhost": true, "LocalHost.": true, "app.localhost": true, "127.0.0.1": true, "127.9.8.7": true,
+		"::1": true, "::ffff:127.0.0.1": true,
+		"10.0.0.1": false, "::": false, "example.com": false, "localhost.example.com": false, "": false,
+	} {
+		if got := IsLoopback(host); got != want {
+			t.Errorf("IsLoopback(%q) = %t, want %t", host, got, want)
+		}
 	}
-	return "other"
 }
 
 func TestPresets(t *testing.T) {
@@ -139,208 +136,77 @@ func mustParse(t *testing.T, spec string, opts Options) Probe {
 	return p
 }
 
-func TestHTTPVerdicts(t *testing.T) {
+// TestHTTPRequest checks the request a probe sends, to a host that a
+// proxy would serve: TestMain sets the proxy variables, and Go never
+// proxies "localhost" or loopback addresses, but does "x.localhost".
+func TestHTTPRequest(t *testing.T) {
+	got := make(chan string, 1)
+	srv := newServer(t, replies(func(r *http.Request) string {
+		got <- fmt.Sprintf("%s %s, User-Agent %q, Accept %q", r.Method, r.RequestURI, r.UserAgent(), r.Header.Get("Accept"))
+		return ok200
+	}))
+	url := strings.Replace(srv.url(), "127.0.0.1", "proxied.localhost", 1) + "/healthz/ready?x=1"
+	for agent, want := range map[string]string{"": "meshgate", "meshgate/test": "meshgate/test"} {
+		if err := mustParse(t, url, Options{UserAgent: agent}).Check(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if r, want := <-got, fmt.Sprintf("GET /healthz/ready?x=1, User-Agent %q, Accept \"*/*\"", want); r != want {
+			t.Errorf("request with UserAgent %q: got %s, want %s", agent, r, want)
+		}
+	}
+}
+
+func TestHTTPTLS(t *testing.T) {
 	tests := []struct {
-		name    string
-		handler http.HandlerFunc
-		want    string // "" means ready
+		name   string
+		tls    bool // the server speaks TLS
+		scheme string
+		opts   Options
+		want   string // in the error; "" means ready
 	}{
-		{"200", func(w http.ResponseWriter, r *http.Request) {}, ""},
-		{"204", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }, ""},
-		{"503 with body", func(w http.ResponseWriter, r *http.Request) {
-			w.WriteHeader(503)
-			_, _ = w.Write([]byte("not ready\n"))
-		}, `answered 503 Service Unavailable: "not ready"`},
-		{"503 empty", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) }, "answered 503 Service Unavailable"},
-		{"redirect not followed", func(w http.ResponseWriter, r *http.Request) {
-			http.Redirect(w, r, "/elsewhere", http.StatusFound)
-		}, `answered 302 Found to /elsewhere: "<a href=\"/elsewhere\">Found</a>."`},
-		{"control characters cleaned", func(w http.ResponseWriter, r *http.Request) {
-			w.WriteHeader(500)
-			_, _ = w.Write([]byte("bad\x1b[31m\nnews\x00"))
-		}, `answered 500 Internal Server Error: "bad[31m news"`},
+		{"self-signed", true, "https", Options{}, "certificate"},
+		{"self-signed, verification off", true, "https", Options{InsecureSkipVerify: true}, ""},
+		{"https to a plain port", false, "https", Options{}, "tls"},
+		// Go's TLS server answers a plain request with 400.
+		{"http to a TLS port", true, "http", Options{}, "answered 400 Bad Request"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := httptest.NewServer(tc.handler)
-			defer srv.Close()
-			err := mustParse(t, srv.URL+"/ready", Options{}).Check(context.Background())
-			if tc.want == "" {
-				if err != nil {
-					t.Fatalf("Check = %v, want ready", err)
-				}
-				return
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+			srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes are expected
+			if tc.tls {
+				srv.StartTLS()
+			} else {
+				srv.Start()
 			}
-			var nr *NotReadyError
-			if !errors.As(err, &nr) || err.Error() != tc.want {
-				t.Fatalf("Check = %v, want NotReadyError %q", err, tc.want)
+			defer srv.Close()
+			_, hostport, _ := strings.Cut(srv.URL, "://")
+			err := checkWithin(t, mustParse(t, tc.scheme+"://"+hostport+"/ready", tc.opts), roomy)
+			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Errorf("got %v, want %q", err, tc.want)
 			}
 		})
 	}
 }
 
-func TestHTTPSendsGETWithAgent(t *testing.T) {
-	var got atomic.Value
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got.Store(r.Method + " " + r.URL.RequestURI() + " " + r.UserAgent())
-	}))
-	defer srv.Close()
-	p := mustParse(t, srv.URL+"/healthz/ready?x=1", Options{UserAgent: "meshgate/test"})
-	if err := p.Check(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if want := "GET /healthz/ready?x=1 meshgate/test"; got.Load() != want {
-		t.Errorf("request = %q, want %q", got.Load(), want)
-	}
-}
-
-func TestHTTPIgnoresProxyVariables(t *testing.T) {
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(200) // a proxy that would say "ready" for anything
-	}))
-	defer proxy.Close()
-	t.Setenv("HTTP_PROXY", proxy.URL)
-	t.Setenv("http_proxy", proxy.URL)
-	t.Setenv("NO_PROXY", "")
-	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(503)
-	}))
-	defer target.Close()
-	// A name, not an IP: Go bypasses proxies for loopback IPs on its own.
-	url := strings.Replace(target.URL, "127.0.0.1", "localhost", 1)
-	err := mustParse(t, url+"/ready", Options{}).Check(context.Background())
-	var nr *NotReadyError
-	if !errors.As(err, &nr) {
-		t.Fatalf("Check = %v, want the target's 503, not the proxy's 200", err)
-	}
-}
-
-func TestHTTPBoundsTheBody(t *testing.T) {
-	var sent atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(503)
-		chunk := make([]byte, 32<<10)
-		for r.Context().Err() == nil {
-			n, err := w.Write(chunk)
-			sent.Add(int64(n))
+func TestTCPAndLocalhost(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
+		t.Run(addr, func(t *testing.T) {
+			ln, err := net.Listen("tcp", addr)
 			if err != nil {
-				return
+				t.Skipf("no such loopback here: %v", err)
 			}
-		}
-	}))
-	defer srv.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err := mustParse(t, srv.URL+"/", Options{}).Check(ctx)
-	var nr *NotReadyError
-	if !errors.As(err, &nr) {
-		t.Fatalf("Check = %v, want not ready", err)
-	}
-	if ctx.Err() != nil {
-		t.Fatal("Check read until the deadline: the body is not bounded")
-	}
-	if len(nr.Body) > bodySnippet {
-		t.Errorf("kept %d bytes of body, want at most %d", len(nr.Body), bodySnippet)
-	}
-}
-
-func TestHTTPKeepsConnectionAlive(t *testing.T) {
-	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(503)
-		_, _ = w.Write([]byte("not ready\n"))
-	})
-	p := mustParse(t, srv.URL+"/", Options{})
-	for i := 0; i < 5; i++ {
-		_ = p.Check(context.Background())
-	}
-	if got := conns.Load(); got != 1 {
-		t.Errorf("5 attempts opened %d connections, want 1", got)
-	}
-	p.(*HTTP).Close()
-}
-
-// countingServer starts a test server that counts the connections made to
-// it, to tell a kept-alive connection from new ones.
-func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
-	t.Helper()
-	var conns atomic.Int64
-	srv := httptest.NewUnstartedServer(h)
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	srv.Start()
-	t.Cleanup(srv.Close)
-	return srv, &conns
-}
-
-func TestHTTPS(t *testing.T) {
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
-	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake is expected
-	srv.StartTLS()
-	defer srv.Close()
-	err := mustParse(t, srv.URL+"/ready", Options{}).Check(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "certificate") {
-		t.Errorf("Check of a self-signed server = %v, want a certificate error", err)
-	}
-	if err := mustParse(t, srv.URL+"/ready", Options{InsecureSkipVerify: true}).Check(context.Background()); err != nil {
-		t.Errorf("Check with InsecureSkipVerify = %v, want ready", err)
-	}
-}
-
-func TestHTTPCutByContext(t *testing.T) {
-	// A server that accepts and never answers.
-	srv := newRawServer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- mustParse(t, srv.URL()+"/", Options{}).Check(ctx) }()
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Errorf("Check = %v, want context.Canceled", err)
-	}
-}
-
-func TestTCP(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	p := mustParse(t, "tcp://"+addr, Options{})
-	if err := p.Check(context.Background()); err != nil {
-		t.Errorf("Check of an open port = %v, want ready", err)
-	}
-	ln.Close()
-	if err := p.Check(context.Background()); err == nil || !strings.Contains(err.Error(), "refused") {
-		t.Errorf("Check of a closed port = %v, want connection refused", err)
-	}
-}
-
-func TestLocalhostMeansLoopback(t *testing.T) {
-	for _, network := range []string{"tcp4", "tcp6"} {
-		t.Run(network, func(t *testing.T) {
-			host := "127.0.0.1"
-			if network == "tcp6" {
-				host = "[::1]"
-			}
-			ln, err := net.Listen(network, host+":0")
-			if err != nil {
-				t.Skipf("no %s loopback here: %v", network, err)
-			}
-			defer ln.Close()
-			port := ln.Addr().(*net.TCPAddr).Port
-			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})}
-			go func() { _ = srv.Serve(ln) }()
-			defer srv.Close()
-			for _, spec := range []string{
-				"tcp://localhost:" + strconv.Itoa(port),
-				"http://localhost:" + strconv.Itoa(port) + "/ready",
-				"http://LOCALHOST.:" + strconv.Itoa(port) + "/ready",
-			} {
+			srv := serve(t, ln, always(ok200))
+			port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+			for _, spec := range []string{"tcp://localhost:" + port, "http://localhost:" + port + "/ready", "http://LOCALHOST.:" + port + "/ready"} {
 				if err := mustParse(t, spec, Options{}).Check(context.Background()); err != nil {
-					t.Errorf("%s with a server on %s only: %v", spec, host, err)
+					t.Errorf("%s with a server on %s only: %v", spec, addr, err)
 				}
+			}
+			srv.Close()
+			spec := "tcp://" + ln.Addr().String()
+			if err := mustParse(t, spec, Options{}).Check(context.Background()); err == nil || !strings.Contains(err.Error(), "refused") {
+				t.Errorf("%s once closed: %v, want connection refused", spec, err)
 			}
 		})
 	}
@@ -349,51 +215,39 @@ func TestLocalhostMeansLoopback(t *testing.T) {
 func TestFunc(t *testing.T) {
 	want := errors.New("nope")
 	var p Probe = Func(func(context.Context) error { return want })
-	if err := p.Check(context.Background()); err != want {
-		t.Errorf("Func.Check = %v, want %v", err, want)
+	if err := p.Check(context.Background()); err != want || p.String() != "func" {
+		t.Errorf("Func: Check = %v, String = %q; want %v, \"func\"", err, p.String(), want)
 	}
 }
 
-func TestHTTPSurvivesKeptConnectionClosed(t *testing.T) {
-	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(503)
-	})
-	p := mustParse(t, srv.URL+"/", Options{})
-	for i := range 3 {
-		var nr *NotReadyError
-		if err := p.Check(context.Background()); !errors.As(err, &nr) {
-			t.Fatalf("attempt %d: %v, want not ready", i, err)
-		}
-		// The server drops idle connections between attempts.
-		srv.CloseClientConnections()
-	}
-	if got := conns.Load(); got != 3 {
-		t.Errorf("%d connections for 3 attempts with closes between, want 3", got)
-	}
-}
-
-func TestHTTPOddAnswers(t *testing.T) {
-	tests := []struct {
-		name, raw, want string
-	}{
-		{"garbage", "SSH-2.0-OpenSSH\r\n\r\n", "malformed HTTP"},
-		{"close after 200", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", ""},
-		{"binary garbage", "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\n\xff\xfe\x00\r\n\r\n", "malformed HTTP"},
-		{"interim 103, no final answer", "HTTP/1.1 103 Early Hints\r\n\r\n", "unexpected EOF"},
-		{"HTTP/1.0 503", "HTTP/1.0 503 Service Unavailable\r\n\r\nnot ready\n", `answered 503 Service Unavailable: "not ready"`},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			srv := newRawServer(t, func(c net.Conn) {
-				buf := make([]byte, 4096)
-				_, _ = c.Read(buf)
-				_, _ = c.Write([]byte(tc.raw))
-			})
-			p := mustParse(t, srv.URL()+"/ready", Options{})
-			for range 2 { // the second attempt must not trip on the first's connection
-				err := p.Check(context.Background())
-				if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
-					t.Fatalf("Check = %v, want %q", err, tc.want)
+// TestKeptConnAwaitIdle checks that a request on a kept connection waits
+// until the Transport reads from it, or closes it, or the request's
+// context ends, and for nothing else.
+func TestKeptConnAwaitIdle(t *testing.T) {
+	for _, event := range []string{"read", "close", "context"} {
+		synctest.Test(t, func(t *testing.T) {
+			ours, theirs := net.Pipe()
+			defer theirs.Close()
+			kc := &keptConn{Conn: ours}
+			defer kc.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var returned atomic.Bool
+			go func() {
+				kc.awaitIdle(ctx)
+				returned.Store(true)
+			}()
+			for _, now := range []string{"nothing", event} {
+				switch now {
+				case "read":
+					go func() { _, _ = kc.Read(make([]byte, 1)) }()
+				case "close":
+					kc.Close()
+				case "context":
+					cancel()
+				}
+				if synctest.Wait(); returned.Load() != (now != "nothing") {
+					t.Fatalf("after %s: awaitIdle returned: %t", now, returned.Load())
 				}
 			}
 		})
