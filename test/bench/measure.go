@@ -369,12 +369,17 @@ func (b *bench) costOf(ctx context.Context, w waiter) (waitCost, error) {
 		return c, err
 	}
 	pid := cmd.Process.Pid
-	ended := make(chan error, 1)
-	go func() { ended <- cmd.Wait() }()
+	// Closed, not sent on: both a sample and the end wait for it.
+	ended := make(chan struct{})
+	var werr error
+	go func() {
+		werr = cmd.Wait()
+		close(ended)
+	}()
 	sample := func(at time.Duration) (cpu time.Duration, requests int64, now time.Time, err error) {
 		select {
-		case err := <-ended:
-			return 0, 0, now, fmt.Errorf("ended while waiting: %v%s", err, out.tail())
+		case <-ended:
+			return 0, 0, now, fmt.Errorf("ended while waiting: %v%s", werr, out.tail())
 		case <-time.After(time.Until(launched.Add(at))):
 		}
 		cpu, err = procCPU(pid)
