@@ -1,8 +1,9 @@
 // Command emulator plays a mesh proxy's readiness endpoint: closed for a
-// while, then "not ready", then "ready", for the demo and the benchmark.
+// while, then "not ready", then "ready", for the demo and the pod tests.
 //
 //	emulator [--listen 127.0.0.1:15020] [--path /healthz/ready]
-//	         [--phases closed:1s,503:2s,200] [--cost 0] [--quit-path /quitquitquit]
+//	         [--phases closed:1s,503:2s,200] [--quit-path /quitquitquit]
+//	         [--ready-file FILE]
 //
 // Each phase is a state (closed, hang or an HTTP status) with an optional
 // duration; the last one holds until SIGTERM or SIGINT, and one without a
@@ -36,7 +37,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	listen := fs.String("listen", "127.0.0.1:15020", "address to listen on")
 	path := fs.String("path", "/healthz/ready", "readiness path")
 	phases := fs.String("phases", "closed:1s,503:2s,200", "states with durations: closed, hang or an HTTP status")
-	cost := fs.Duration("cost", 0, "work done for each readiness request before answering")
 	quitPath := fs.String("quit-path", "", "path that takes a POST to quit, e.g. /quitquitquit (the emulator then exits)")
 	readyFile := fs.String("ready-file", "", "write the time (Unix nanoseconds) it turns ready to this file")
 	if err := fs.Parse(args); err != nil {
@@ -61,7 +61,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 		}
 	}()
 	start := time.Now()
-	e := &sidecar.Emulator{Addr: *listen, Path: *path, Cost: *cost, QuitPath: *quitPath, Next: next,
+	e := &sidecar.Emulator{Addr: *listen, Path: *path, QuitPath: *quitPath, Next: next,
 		OnPhase: func(s sidecar.State, t time.Time) {
 			if s.Ready() && *readyFile != "" {
 				if err := os.WriteFile(*readyFile, []byte(strconv.FormatInt(t.UnixNano(), 10)), 0o644); err != nil {
@@ -94,8 +94,6 @@ func describe(s sidecar.State, addr, path string) string {
 		return "port " + addr + " closed (proxy not started)"
 	case s == sidecar.Hang:
 		return "accepting on " + addr + " but never answering"
-	case s.Ready():
-		return "GET " + path + " answers " + string(s) + " (proxy ready)"
 	}
-	return "GET " + path + " answers " + string(s) + " (proxy not ready)"
+	return fmt.Sprintf("GET %s answers %s (proxy %s)", path, s, map[bool]string{true: "ready", false: "not ready"}[s.Ready()])
 }

@@ -4,17 +4,14 @@
 // --pause 0), and on a 2xx answer execs the command, or exits 0 if there is
 // none:
 //
-//	refgate --url URL --pause 10ms [--verbose] [-- COMMAND [ARG...]]
+//	refgate --url URL --pause 10ms [-- COMMAND [ARG...]]
 //
 // It has no flags of its own beyond these, no logger, no signal handling
 // and no pacing: whatever meshgate costs beyond it is meshgate's own.
-// --verbose prints one line per failed attempt on stderr: "refused" when
-// the connection was refused, "not ready" otherwise.
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -28,20 +25,18 @@ import (
 func main() {
 	url := flag.String("url", "", "readiness URL")
 	pause := flag.Duration("pause", 0, "pause between attempts")
-	verbose := flag.Bool("verbose", false, "one line per failed attempt on stderr")
 	flag.Parse()
 	if *url == "" {
 		fmt.Fprintln(os.Stderr, "refgate: --url is required")
 		os.Exit(2)
 	}
 	var path string
+	var err error
 	if flag.NArg() > 0 {
-		p, err := exec.LookPath(flag.Arg(0))
-		if err != nil {
+		if path, err = exec.LookPath(flag.Arg(0)); err != nil {
 			fmt.Fprintf(os.Stderr, "refgate: %v\n", err)
 			os.Exit(127)
 		}
-		path = p
 	}
 	client := &http.Client{
 		Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1, DisableCompression: true},
@@ -54,7 +49,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "refgate: %v\n", err)
 		os.Exit(2)
 	}
-	for !ready(client, req, *verbose) {
+	for !ready(client, req) {
 		if *pause > 0 {
 			time.Sleep(*pause)
 		}
@@ -70,27 +65,14 @@ func main() {
 }
 
 // ready makes one attempt, bounded by a second.
-func ready(client *http.Client, req *http.Request, verbose bool) bool {
+func ready(client *http.Client, req *http.Request) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	resp, err := client.Do(req.WithContext(ctx))
 	if err != nil {
-		if verbose {
-			if errors.Is(err, syscall.ECONNREFUSED) {
-				fmt.Fprintln(os.Stderr, "refused")
-			} else {
-				fmt.Fprintln(os.Stderr, "not ready")
-			}
-		}
 		return false
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
-	if resp.StatusCode/100 == 2 {
-		return true
-	}
-	if verbose {
-		fmt.Fprintln(os.Stderr, "not ready")
-	}
-	return false
+	return resp.StatusCode/100 == 2
 }
