@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"debug/buildinfo"
 	"fmt"
@@ -37,34 +38,22 @@ type goal struct {
 }
 
 func (r *report) write(w io.Writer) {
-	fmt.Fprintln(w, "## meshgate benchmark")
-	fmt.Fprintln(w)
-	for _, h := range r.header {
-		fmt.Fprintf(w, "- %s\n", h)
-	}
-	fmt.Fprintln(w)
+	fmt.Fprintf(w, "## meshgate benchmark\n\n- %s\n\n", strings.Join(r.header, "\n- "))
 	cells := [][]string{append([]string{"measure"}, r.columns...)}
 	for _, row := range r.rows {
 		cells = append(cells, append([]string{row.what}, row.vals...))
 	}
 	writeTable(w, cells)
 	if len(r.goals) > 0 {
-		fmt.Fprintln(w)
 		cells = [][]string{{"goal (meshgate)", "measured", "bound", "met"}}
 		for _, g := range r.goals {
-			ok := "✗"
-			if g.met {
-				ok = "✓"
-			}
-			cells = append(cells, []string{g.what, g.value, g.bound, ok})
+			cells = append(cells, []string{g.what, g.value, g.bound, map[bool]string{true: "✓", false: "✗"}[g.met]})
 		}
+		fmt.Fprintln(w)
 		writeTable(w, cells)
 	}
 	if len(r.notes) > 0 {
-		fmt.Fprintln(w)
-		for _, n := range r.notes {
-			fmt.Fprintf(w, "- %s\n", n)
-		}
+		fmt.Fprintf(w, "\n- %s\n", strings.Join(r.notes, "\n- "))
 	}
 }
 
@@ -76,38 +65,22 @@ func writeTable(w io.Writer, cells [][]string) {
 			widths[i] = max(widths[i], utf8.RuneCountInString(c))
 		}
 	}
-	line := func(row []string) {
+	rule := make([]string, len(widths))
+	for i, n := range widths {
+		rule[i] = strings.Repeat("-", n)
+	}
+	for _, row := range slices.Insert(cells, 1, rule) {
 		for i, c := range row {
 			fmt.Fprintf(w, "| %s%s ", c, strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c)))
 		}
 		fmt.Fprintln(w, "|")
 	}
-	line(cells[0])
-	rule := make([]string, len(widths))
-	for i, n := range widths {
-		rule[i] = strings.Repeat("-", n)
-	}
-	line(rule)
-	for _, row := range cells[1:] {
-		line(row)
-	}
 }
 
 // machine describes what the figures were taken on and with.
 func (b *bench) machine(ctx context.Context) []string {
-	cpuModel := "unknown CPU"
-	if data, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(data), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-				cpuModel = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	kernel := "unknown"
-	if data, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		kernel = strings.TrimSpace(string(data))
-	}
+	cpuModel := cmp.Or(procValue("cpuinfo", "model name"), "unknown CPU")
+	kernel := cmp.Or(readProc("sys/kernel/osrelease"), "unknown")
 	version := firstLine(ctx, b.cfg.meshgate, "version")
 	if info, err := buildinfo.ReadFile(b.cfg.meshgate); err == nil {
 		version += ", built with " + info.GoVersion
@@ -137,12 +110,28 @@ func (b *bench) machine(ctx context.Context) []string {
 
 // loadavg is the machine's load average over 1, 5 and 15 minutes.
 func loadavg() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
+	f := strings.Fields(readProc("loadavg"))
+	if len(f) == 0 {
 		return "unknown"
 	}
-	f := strings.Fields(string(data))
 	return strings.Join(f[:min(3, len(f))], " ")
+}
+
+// readProc is a file of /proc, trimmed, or "" where it cannot be read.
+func readProc(name string) string {
+	data, _ := os.ReadFile("/proc/" + name)
+	return strings.TrimSpace(string(data))
+}
+
+// procValue is the value of the first "key: value" line of a file of
+// /proc, or "".
+func procValue(name, key string) string {
+	for _, l := range strings.Split(readProc(name), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == key {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 // firstLine is the first line a program prints, or why there is none.
@@ -172,23 +161,19 @@ func quantile(ds []time.Duration, q float64) time.Duration {
 	return s[i] + time.Duration((pos-float64(i))*float64(s[i+1]-s[i]))
 }
 
-func each[T any](xs []T, f func(T) string) []string {
-	out := make([]string, len(xs))
-	for i, x := range xs {
-		out[i] = f(x)
-	}
-	return out
-}
-
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond)) }
 
 func mib(bytes int64) string { return fmt.Sprintf("%.1f MiB", float64(bytes)/(1<<20)) }
 
-func perSecond(n int64, over time.Duration) string {
-	if over <= 0 {
+// rate is the requests per second over the window.
+func (t tally) rate() string {
+	if t.window <= 0 {
 		return "—"
 	}
-	return fmt.Sprintf("%.1f/s", float64(n)/over.Seconds())
+	return fmt.Sprintf("%.1f/s", float64(t.requests)/t.window.Seconds())
 }
+
+// share is the share of the window spent answering.
+func (t tally) share() float64 { return t.busy.Seconds() / t.window.Seconds() }

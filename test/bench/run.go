@@ -6,9 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -23,20 +25,9 @@ type config struct {
 	only                   map[string]bool
 	seed                   uint64
 
-	noticeTrials      int
-	busyTrials        int
-	noticeClosedMax   time.Duration
-	noticeNotReadyMin time.Duration
-	noticeNotReadyMax time.Duration
-
-	overheadRuns int
-
-	loadTrials   int
-	loadCost     time.Duration
-	loadNotReady time.Duration
-
-	costWarmUp time.Duration
-	costWait   time.Duration
+	noticeTrials, busyTrials, overheadRuns, loadTrials    int
+	noticeClosedMax, noticeNotReadyMin, noticeNotReadyMax time.Duration
+	loadCost, loadNotReady, costWarmUp, costWait          time.Duration
 }
 
 // extra is a gate given with --also: a binary that takes meshgate's flags.
@@ -77,14 +68,13 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
-	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
 	var err error
-	if cfg.only, err = parseOnly(*only); err != nil {
-		return cfg, err
-	}
+	cfg.only, err = parseOnly(*only)
 	switch {
+	case fs.NArg() > 0:
+		return cfg, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	case err != nil:
+		return cfg, err
 	case cfg.noticeTrials < 1 || cfg.busyTrials < 1 || cfg.overheadRuns < 1 || cfg.loadTrials < 1:
 		return cfg, errors.New("trial and run counts must be at least 1")
 	case cfg.noticeClosedMax < 0 || cfg.noticeNotReadyMin <= 0 || cfg.noticeNotReadyMax < cfg.noticeNotReadyMin:
@@ -98,12 +88,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 func parseOnly(list string) (map[string]bool, error) {
 	only := map[string]bool{}
 	for _, name := range strings.Split(list, ",") {
-		name = strings.TrimSpace(name)
-		known := false
-		for _, m := range measurements() {
-			known = known || m == name
-		}
-		if !known {
+		if name = strings.TrimSpace(name); !slices.Contains(measurements(), name) {
 			return nil, fmt.Errorf("--only: unknown measurement %q (want %s)", name, strings.Join(measurements(), ", "))
 		}
 		only[name] = true
@@ -121,8 +106,25 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 		return 2
 	}
-	b, err := newBench(cfg, environ, stderr)
-	if err != nil {
+	// Absolute, so that the shell loop and meshgate find them whatever
+	// their working directory.
+	paths := []*string{&cfg.meshgate, &cfg.app, &cfg.refgate}
+	for i := range cfg.also {
+		paths = append(paths, &cfg.also[i].path)
+	}
+	for _, p := range paths {
+		if *p, err = filepath.Abs(*p); err == nil {
+			_, err = os.Stat(*p)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "bench: %v (make build tools builds bin/meshgate, bin/app and bin/refgate)\n", err)
+			return 1
+		}
+	}
+	b := &bench{cfg: cfg, env: childEnv(environ), log: stderr, lastPort: portLow + rand.IntN(portHigh-portLow)}
+	// The children's PATH is ours, the one the shell loop will use.
+	b.curl, _ = exec.LookPath("curl")
+	if b.dir, err = os.MkdirTemp("", "meshgate-bench-"); err != nil {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
 		return 1
 	}
@@ -135,33 +137,6 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		return 1
 	}
 	return 0
-}
-
-// newBench checks the binaries and prepares what every trial shares.
-func newBench(cfg config, environ []string, stderr io.Writer) (*bench, error) {
-	var err error
-	// Absolute, so that the shell loop and meshgate find them whatever
-	// their working directory.
-	paths := []*string{&cfg.meshgate, &cfg.app, &cfg.refgate}
-	for i := range cfg.also {
-		paths = append(paths, &cfg.also[i].path)
-	}
-	for _, p := range paths {
-		if *p, err = filepath.Abs(*p); err != nil {
-			return nil, err
-		}
-		if _, err := os.Stat(*p); err != nil {
-			return nil, fmt.Errorf("%w (make build tools builds bin/meshgate, bin/app and bin/refgate)", err)
-		}
-	}
-	b := &bench{cfg: cfg, env: childEnv(environ), log: stderr, ports: newPorts()}
-	if b.curl, err = lookPath("curl", b.env); err != nil {
-		b.curl = ""
-	}
-	if b.dir, err = os.MkdirTemp("", "meshgate-bench-"); err != nil {
-		return nil, err
-	}
-	return b, nil
 }
 
 // childEnv is the environment of every process the benchmark starts: ours,
@@ -180,18 +155,4 @@ func childEnv(environ []string) []string {
 		env = append(env, kv)
 	}
 	return env
-}
-
-// lookPath finds file in the PATH of env, the one the shell loop will use.
-func lookPath(file string, env []string) (string, error) {
-	for _, kv := range env {
-		if path, ok := strings.CutPrefix(kv, "PATH="); ok {
-			for _, dir := range filepath.SplitList(path) {
-				if p, err := exec.LookPath(filepath.Join(dir, file)); err == nil {
-					return p, nil
-				}
-			}
-		}
-	}
-	return "", exec.ErrNotFound
 }

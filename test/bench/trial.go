@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	appreport "github.com/meshgate/meshgate/test/app/report"
 	"github.com/meshgate/meshgate/test/sidecar"
 )
 
@@ -36,13 +36,13 @@ const (
 
 // bench is what every measurement shares.
 type bench struct {
-	cfg   config
-	env   []string // children's environment
-	curl  string   // curl's path; empty when missing, and the baseline is skipped
-	dir   string   // app reports
-	log   io.Writer
-	ports *ports
-	runs  int // names each app report
+	cfg      config
+	env      []string // children's environment
+	curl     string   // curl's path; empty when missing, and the baseline is skipped
+	dir      string   // app reports
+	log      io.Writer
+	runs     int // names each app report
+	lastPort int // starts at random, so that two benchmarks at once rarely meet
 }
 
 func (b *bench) progress(format string, args ...any) {
@@ -53,60 +53,56 @@ func (b *bench) progress(format string, args ...any) {
 // or the shell loop.
 type waiter struct {
 	name string
-	// wrap waits for url, then runs the app in its place.
-	wrap func(url string) []string
-	// wait waits for url, then exits 0.
-	wait func(url string) []string
+	// argv waits for url, then runs the app in its place, or with app
+	// false exits 0.
+	argv func(url string, app bool) []string
 	// own is set when the waiter's PID is the gate itself, whose VmHWM
 	// tells its memory (for the shell loop it is sh's).
 	own bool
 }
 
-// The waiters' names, as the goals refer to them.
+// The places of the waiters the goals refer to, in b.waiters().
 const (
-	nameGate    = "meshgate"
-	nameNoPause = "no-pause loop"
-	name10      = "fixed 10 ms loop"
-	name50      = "fixed 50 ms loop"
-	nameCurl    = "curl loop"
+	gateAt = iota
+	noPauseAt
+	fixed10At
+	fixed50At
 )
 
 // waiters are meshgate, the reference gates, the curl loop if curl is
 // installed, and the gates given with --also.
 func (b *bench) waiters() []waiter {
-	gate := func(bin, name string) waiter {
-		argv := func(mode string) func(string) []string {
-			return func(url string) []string {
-				argv := []string{bin}
-				if mode == "wait" {
-					argv = append(argv, "wait")
-				}
-				// --timeout 0: the benchmark bounds each trial itself.
-				// Info: its "exec" line times the execve.
-				argv = append(argv, "--probe", url, "--timeout", "0", "--log-level", "info")
-				if mode == "wrap" {
-					argv = append(argv, "--", b.cfg.app)
-				}
-				return argv
-			}
+	withApp := func(app bool, argv ...string) []string {
+		if app {
+			return append(argv, "--", b.cfg.app)
 		}
-		return waiter{name: name, wrap: argv("wrap"), wait: argv("wait"), own: true}
+		return argv
+	}
+	gate := func(bin, name string) waiter {
+		return waiter{name: name, own: true, argv: func(url string, app bool) []string {
+			argv := []string{bin}
+			if !app {
+				argv = append(argv, "wait")
+			}
+			// --timeout 0: the benchmark bounds each trial itself.
+			return withApp(app, append(argv, "--probe", url, "--timeout", "0", "--log-level", "info")...)
+		}}
 	}
 	ref := func(pause time.Duration, name string) waiter {
-		argv := func(wrap bool) func(string) []string {
-			return func(url string) []string {
-				argv := []string{b.cfg.refgate, "--url", url, "--pause", pause.String()}
-				if wrap {
-					argv = append(argv, "--", b.cfg.app)
-				}
-				return argv
-			}
-		}
-		return waiter{name: name, wrap: argv(true), wait: argv(false), own: true}
+		return waiter{name: name, own: true, argv: func(url string, app bool) []string {
+			return withApp(app, b.cfg.refgate, "--url", url, "--pause", pause.String())
+		}}
 	}
-	ws := []waiter{gate(b.cfg.meshgate, nameGate), ref(0, nameNoPause), ref(10*time.Millisecond, name10), ref(50*time.Millisecond, name50)}
+	ws := []waiter{gate(b.cfg.meshgate, "meshgate"), ref(0, "no-pause loop"), ref(10*time.Millisecond, "fixed 10 ms loop"), ref(50*time.Millisecond, "fixed 50 ms loop")}
 	if b.curl != "" {
-		ws = append(ws, waiter{name: nameCurl, wrap: b.loop(true), wait: b.loop(false)})
+		ws = append(ws, waiter{name: "curl loop", argv: func(url string, app bool) []string {
+			script := fmt.Sprintf("until curl -fs '%s' >/dev/null; do sleep 1; done", url)
+			if !app {
+				return []string{"sh", "-c", script}
+			}
+			// The app, passed as $0, needs no quoting.
+			return []string{"sh", "-c", script + `; exec "$0"`, b.cfg.app}
+		}})
 	}
 	for _, x := range b.cfg.also {
 		ws = append(ws, gate(x.path, x.name))
@@ -114,173 +110,154 @@ func (b *bench) waiters() []waiter {
 	return ws
 }
 
-// loop is the classic shell loop; the app, passed as $0, needs no quoting.
-func (b *bench) loop(wrap bool) func(string) []string {
-	return func(url string) []string {
-		script := fmt.Sprintf("until curl -fs '%s' >/dev/null; do sleep 1; done", url)
-		if !wrap {
-			return []string{"sh", "-c", script}
-		}
-		return []string{"sh", "-c", script + `; exec "$0"`, b.cfg.app}
-	}
-}
-
 // command prepares argv in a process group of its own, so that ending it
-// ends the loop's curl and sleep too.
-func (b *bench) command(ctx context.Context, argv, env []string) *exec.Cmd {
+// ends the loop's curl and sleep too. Its stderr goes to the buffer, for
+// tail to explain a failure.
+func (b *bench) command(ctx context.Context, argv, env []string) (*exec.Cmd, *bytes.Buffer) {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = append(append([]string(nil), b.env...), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = time.Second
-	return cmd
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	return cmd, &stderr
 }
 
-// phaseRun is one run of a waiter against an emulator going through phases.
-type phaseRun struct {
+// tail is the end of a child's stderr, to explain an error.
+func tail(stderr *bytes.Buffer) string {
+	out := strings.TrimSpace(stderr.String())
+	if out == "" {
+		return ""
+	}
+	lines := strings.Split(out, "\n")
+	return "\n\t" + strings.Join(lines[max(0, len(lines)-3):], "\n\t")
+}
+
+// trial is one run of a waiter against an emulator going through phases.
+type trial struct {
 	phases []sidecar.Phase
 	cost   time.Duration
-	argv   func(url string) []string
-	env    []string
+	w      waiter
+	app    bool // the waiter runs the app, whose start is read from its report
+}
+
+// trialResult is what a trial saw.
+type trialResult struct {
+	readyAt, appStart time.Time
+	notReady          tally // the 503 phase; zero if it did not begin and end
+}
+
+// tally is what an emulator did over a window of time: the readiness
+// requests it answered, and the time it spent answering them.
+type tally struct {
+	requests     int64
+	window, busy time.Duration
+}
+
+func (t *tally) add(u tally) {
+	t.requests, t.window, t.busy = t.requests+u.requests, t.window+u.window, t.busy+u.busy
 }
 
 // mark is the emulator's state and counters as a phase began.
 type mark struct {
-	state    sidecar.State
-	at       time.Time
-	requests int64
-	busy     time.Duration
+	state sidecar.State
+	at    time.Time
+	tally
 }
 
-type phaseResult struct {
-	launched time.Time // just before the waiter started
-	marks    []mark
-	readyAt  time.Time
-	usage    *syscall.Rusage
-	lines    []line // the waiter's stderr
-}
-
-// span returns the marks at the start and at the end of the phase in state
-// s; ok is false if that phase did not both begin and end.
-func (r phaseResult) span(s sidecar.State) (from, to mark, ok bool) {
-	for i := 0; i+1 < len(r.marks); i++ {
-		if r.marks[i].state == s {
-			return r.marks[i], r.marks[i+1], true
-		}
-	}
-	return mark{}, mark{}, false
-}
-
-// runPhases starts an emulator on a fresh port and the waiter against it,
+// runTrial starts an emulator on a fresh port and the waiter against it,
 // and returns when the waiter has exited.
-func (b *bench) runPhases(ctx context.Context, pr phaseRun) (phaseResult, error) {
-	var res phaseResult
-	addr, err := b.ports.take()
+func (b *bench) runTrial(ctx context.Context, t trial) (trialResult, error) {
+	var res trialResult
+	addr, err := b.port()
 	if err != nil {
 		return res, err
 	}
 	limit := trialSlack
-	for _, p := range pr.phases {
+	for _, p := range t.phases {
 		limit += p.For
 	}
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-
-	first := make(chan struct{})
-	e := &sidecar.Emulator{Addr: addr, Path: readyPath, Cost: pr.cost}
-	// Called by Run's goroutine; res.marks is read only once Run has
-	// returned.
-	e.OnPhase = func(s sidecar.State, at time.Time) {
-		res.marks = append(res.marks, mark{state: s, at: at, requests: e.Requests(), busy: e.Busy()})
-		if len(res.marks) == 1 {
-			close(first)
-		}
-	}
+	e := &sidecar.Emulator{Addr: addr, Path: readyPath, Cost: t.cost}
 	emuCtx, stopEmu := context.WithCancel(ctx)
 	defer stopEmu()
-	ran := make(chan error, 1)
-	go func() { ran <- e.Run(emuCtx, pr.phases) }()
-	// A proxy ready from the start must be ready before the waiter's first
-	// attempt.
-	select {
-	case <-first:
-	case err := <-ran:
-		return res, fmt.Errorf("emulator on %s: %w", addr, err)
-	}
-
-	argv := pr.argv("http://" + addr + readyPath)
-	res.launched = time.Now()
-	c, err := b.start(ctx, argv, pr.env)
+	var marks []mark
+	ran, err := runEmulator(emuCtx, e, t.phases, &marks)
 	if err != nil {
-		stopEmu()
-		<-ran
 		return res, err
 	}
-	waited := make(chan error, 1)
-	go func() { waited <- c.wait() }()
-	var werr, rerr error
-	select {
-	case werr = <-waited:
-		stopEmu()
-		rerr = <-ran
-	case rerr = <-ran:
-		// Run holds its last phase until its context ends, so it has
-		// failed or time is up: the waiter would wait for ever.
-		cancel()
-		werr = <-waited
+	var env []string
+	report := b.reportPath()
+	if t.app {
+		env = []string{"APP_REPORT=" + report}
 	}
+	argv := t.w.argv("http://"+addr+readyPath, t.app)
+	cmd, stderr := b.command(ctx, argv, env)
+	// Should the emulator fail, the waiter waits until the limit.
+	werr := cmd.Run()
+	stopEmu()
+	rerr := <-ran
 	res.readyAt = e.ReadyAt()
-	res.lines = c.out.lines
-	res.usage = c.usage
+	res.notReady = span(marks, "503")
 	switch {
 	case rerr != nil:
 		return res, fmt.Errorf("emulator on %s: %w", addr, rerr)
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return res, fmt.Errorf("%s still running after %s, killed%s", filepath.Base(argv[0]), limit, c.out.tail())
+		return res, fmt.Errorf("%s still running after %s, killed%s", filepath.Base(argv[0]), limit, tail(stderr))
 	case ctx.Err() != nil:
 		return res, ctx.Err()
 	case werr != nil:
-		return res, fmt.Errorf("%s: %w%s", filepath.Base(argv[0]), werr, c.out.tail())
+		return res, fmt.Errorf("%s: %w%s", filepath.Base(argv[0]), werr, tail(stderr))
+	case t.app:
+		res.appStart, err = readStart(report)
 	}
-	return res, nil
+	return res, err
 }
 
-// child is a started waiter.
-type child struct {
-	wait  func() error // waits for its end, then sets usage and out
-	usage *syscall.Rusage
-	out   lineWriter
-}
-
-// start starts argv as our child.
-func (b *bench) start(ctx context.Context, argv, env []string) (*child, error) {
-	c := &child{}
-	cmd := b.command(ctx, argv, env)
-	cmd.Stderr = &c.out
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	c.wait = func() error {
-		err := cmd.Wait()
-		if cmd.ProcessState != nil {
-			c.usage, _ = cmd.ProcessState.SysUsage().(*syscall.Rusage)
+// runEmulator runs e through phases until ctx ends, with a mark for each
+// phase as it begins. It returns once the first has begun, so that a proxy
+// ready from the start is ready before a waiter's first attempt; ran gives
+// Run's result, and marks may be read once it has.
+func runEmulator(ctx context.Context, e *sidecar.Emulator, phases []sidecar.Phase, marks *[]mark) (ran <-chan error, err error) {
+	first := make(chan struct{})
+	e.OnPhase = func(s sidecar.State, at time.Time) {
+		*marks = append(*marks, mark{s, at, tally{requests: e.Requests(), busy: e.Busy()}})
+		if len(*marks) == 1 {
+			close(first)
 		}
-		return err
 	}
-	return c, nil
+	result := make(chan error, 1)
+	go func() { result <- e.Run(ctx, phases) }()
+	select {
+	case <-first:
+		return result, nil
+	case err := <-result:
+		return nil, fmt.Errorf("emulator on %s: %w", e.Addr, err)
+	}
 }
 
-// appStart runs the app behind pr's waiter and returns when the app started,
-// as its own clock read it first thing.
-func (b *bench) appStart(ctx context.Context, pr phaseRun) (phaseResult, time.Time, error) {
-	report := b.reportPath()
-	pr.env = append(append([]string(nil), pr.env...), "APP_REPORT="+report)
-	res, err := b.runPhases(ctx, pr)
-	if err != nil {
-		return res, time.Time{}, err
+// span is what the emulator did during the phase in state s, or zero if
+// that phase did not both begin and end.
+func span(marks []mark, s sidecar.State) tally {
+	for i := 0; i+1 < len(marks); i++ {
+		if m0, m1 := marks[i], marks[i+1]; m0.state == s {
+			return tally{m1.requests - m0.requests, m1.at.Sub(m0.at), m1.busy - m0.busy}
+		}
 	}
-	start, err := readStart(report)
-	return res, start, err
+	return tally{}
+}
+
+// steady starts an emulator on a fresh port that answers state until it
+// is closed, and returns its readiness URL.
+func (b *bench) steady(state sidecar.State) (*sidecar.Emulator, string, error) {
+	addr, err := b.port()
+	if err != nil {
+		return nil, "", err
+	}
+	e := &sidecar.Emulator{Addr: addr, Path: readyPath}
+	return e, "http://" + addr + readyPath, e.Set(state)
 }
 
 func (b *bench) reportPath() string {
@@ -295,84 +272,24 @@ func readStart(path string) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("the app left no report: %w", err)
 	}
 	_ = os.Remove(path)
-	var r struct {
-		StartNano int64 `json:"start_unix_nano"`
-	}
+	var r appreport.Report
 	if err := json.Unmarshal(data, &r); err != nil || r.StartNano == 0 {
 		return time.Time{}, fmt.Errorf("app report %s: no start_unix_nano", path)
 	}
 	return time.Unix(0, r.StartNano), nil
 }
 
-// ports hands out loopback ports below the ephemeral range, so that no
-// outgoing connection, of ours or of the machine, holds the port a trial
-// listens on, and so that a closed port really refuses.
-type ports struct{ next int }
-
-func newPorts() *ports {
-	// A random start, so that two benchmarks running at once rarely meet.
-	return &ports{next: portLow + rand.IntN(portHigh-portLow)}
-}
-
-// take returns a loopback address on a port nothing listens on, a
-// different one each time.
-func (p *ports) take() (string, error) {
+// port returns a loopback address on a port below the ephemeral range
+// that nothing listens on, a different one each time, so that no outgoing
+// connection, of ours or of the machine, holds the port a trial listens
+// on, and so that a closed port really refuses.
+func (b *bench) port() (string, error) {
 	for range portHigh - portLow {
-		port := p.next
-		if p.next++; p.next >= portHigh {
-			p.next = portLow
+		b.lastPort = portLow + (b.lastPort+1-portLow)%(portHigh-portLow)
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(b.lastPort))
+		if ln, err := net.Listen("tcp", addr); err == nil {
+			return addr, ln.Close()
 		}
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		if err := ln.Close(); err != nil {
-			return "", err
-		}
-		return addr, nil
 	}
 	return "", fmt.Errorf("no free loopback port in [%d, %d)", portLow, portHigh)
-}
-
-// line is one line of a child's stderr and when it arrived.
-type line struct {
-	at   time.Time
-	text string
-}
-
-// lineWriter keeps a child's stderr as timed lines. os/exec writes to it
-// from one goroutine and Wait waits for that goroutine to finish.
-type lineWriter struct {
-	lines   []line
-	partial []byte
-}
-
-func (w *lineWriter) Write(p []byte) (int, error) {
-	now := time.Now()
-	w.partial = append(w.partial, p...)
-	for {
-		i := bytes.IndexByte(w.partial, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		w.lines = append(w.lines, line{at: now, text: string(w.partial[:i])})
-		w.partial = w.partial[i+1:]
-	}
-}
-
-// tail is the end of the output, to explain an error.
-func (w *lineWriter) tail() string {
-	const keep = 3
-	var texts []string
-	for _, l := range w.lines[max(0, len(w.lines)-keep):] {
-		texts = append(texts, l.text)
-	}
-	if len(w.partial) > 0 {
-		texts = append(texts, string(w.partial))
-	}
-	if len(texts) == 0 {
-		return ""
-	}
-	return "\n\t" + strings.Join(texts, "\n\t")
 }
