@@ -1,16 +1,13 @@
 // Package test runs the built meshgate binary against real processes: the
-// proxy emulator on loopback, a static app behind the gate, real signals,
-// PID namespaces. Set MESHGATE_BIN to test a given binary; otherwise one is
-// built for the run.
+// proxy emulator on loopback, the test app behind the gate, real signals,
+// PID namespaces, and runc pods. Set MESHGATE_BIN to test a given binary;
+// otherwise one is built for the run.
 package test
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -19,7 +16,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -27,73 +23,34 @@ import (
 	"unsafe"
 
 	"github.com/meshgate/meshgate/test/app/report"
-	"github.com/meshgate/meshgate/test/pod"
 	"github.com/meshgate/meshgate/test/sidecar"
+	"github.com/meshgate/meshgate/test/testkit"
 )
 
 // Paths of the binaries under test, set once by TestMain.
 var bins struct{ meshgate, inject, app, emulator string }
 
-// images builds the container image once for the pod tests.
-var images *pod.Cache
-
 func TestMain(m *testing.M) {
 	if os.Getenv("MESHGATE_TEST_LAUNCH") != "" {
 		launch() // does not return
 	}
-	dir, err := os.MkdirTemp("", "meshgate-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := func() int {
-		defer os.RemoveAll(dir)
-		bins.meshgate = os.Getenv("MESHGATE_BIN")
-		if bins.meshgate == "" {
-			bins.meshgate = filepath.Join(dir, "meshgate")
-			if err := build(bins.meshgate, "../cmd/meshgate"); err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
-		}
-		bins.inject = os.Getenv("MESHGATE_INJECT_BIN")
-		if bins.inject == "" {
-			bins.inject = filepath.Join(dir, "meshgate-inject")
-			if err := build(bins.inject, "../cmd/meshgate-inject"); err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
-		}
-		bins.app = filepath.Join(dir, "app")
-		bins.emulator = filepath.Join(dir, "emulator")
-		for out, pkg := range map[string]string{bins.app: "./app", bins.emulator: "./emulator"} {
-			if err := build(out, pkg); err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return 1
-			}
-		}
-		if images, err = pod.NewCache(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer images.Close()
-		return m.Run()
-	}()
-	os.Exit(code)
+	var errs [4]error
+	bins.meshgate, errs[0] = testkit.Binary("MESHGATE_BIN", "./cmd/meshgate")
+	bins.inject, errs[1] = testkit.Binary("MESHGATE_INJECT_BIN", "./cmd/meshgate-inject")
+	bins.app, errs[2] = testkit.Build("./test/app")
+	bins.emulator, errs[3] = testkit.Build("./test/emulator")
+	testkit.Main(m, errors.Join(errs[:]...))
 }
 
-func build(out, pkg string) error {
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
-	}
-	return nil
-}
-
-// launch starts meshgate the way a careless parent might: SIGHUP, SIGINT,
-// SIGUSR1 and signals 32 and 40 (which the Go runtime leaves alone)
-// ignored, SIGTERM and SIGUSR2 blocked. Both survive execve.
+// launch execs its arguments the way a careless C parent might: SIGHUP,
+// SIGINT, SIGUSR1 and signals 32 and 40 ignored, SIGTERM and SIGUSR2
+// blocked, which all survive execve. A Go program does not keep all of
+// it: its runtime keeps an inherited SIG_IGN only for SIGHUP, SIGINT and
+// the signals it leaves alone (32 here) and puts handlers of its own on
+// the others (SIGUSR1 and 40 here), and it unblocks some signals (SIGTERM
+// here, not SIGUSR2). The app behind meshgate is a Go program too, so what
+// it reports shows the ignored and blocked signals that meshgate failed to
+// reset among SIGHUP, SIGINT, 32 and SIGUSR2.
 func launch() {
 	for _, s := range []syscall.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGUSR1, 32, 40} {
 		ignore(s)
@@ -131,20 +88,13 @@ func ignore(s syscall.Signal) {
 	}
 }
 
-// emulator starts a proxy emulator on a free loopback port, going through
-// the phases; it stops when the test ends.
-func emulator(t *testing.T, phases string) (*sidecar.Emulator, string) {
+// proxy runs e as the mesh proxy on a free loopback port through the
+// phases until the test ends, and returns its readiness and quit URLs. The
+// first phase is in place when it returns, so that a "closed" start is
+// closed.
+func proxy(t *testing.T, e *sidecar.Emulator, phases string) (ready, quit string) {
 	t.Helper()
-	e := &sidecar.Emulator{Path: "/healthz/ready"}
-	run(t, e, phases)
-	return e, "http://" + e.Addr + "/healthz/ready"
-}
-
-// run gives e a free loopback port and runs it through the phases until
-// the test ends. The first phase is in place when it returns, so that a
-// "closed" start is closed.
-func run(t *testing.T, e *sidecar.Emulator, phases string) {
-	t.Helper()
+	e.Path, e.QuitPath = "/healthz/ready", "/quitquitquit"
 	ps, err := sidecar.ParsePhases(phases)
 	if err != nil {
 		t.Fatal(err)
@@ -168,6 +118,14 @@ func run(t *testing.T, e *sidecar.Emulator, phases string) {
 		_ = e.Run(ctx, ps)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
+	return "http://" + e.Addr + e.Path, "http://" + e.Addr + e.QuitPath
+}
+
+// ready is a proxy that is ready and stays up after a quit.
+func ready(t *testing.T) (e *sidecar.Emulator, ready, quit string) {
+	e = &sidecar.Emulator{QuitStays: true}
+	ready, quit = proxy(t, e, "200")
+	return e, ready, quit
 }
 
 // nextPort hands out ports below the kernel's ephemeral range (32768 and
@@ -191,174 +149,93 @@ func freeAddr(t *testing.T) string {
 	return ""
 }
 
-// gate is one run of the meshgate binary.
+// gate is one run of the meshgate binary, or of a command that runs it,
+// over the test app.
 type gate struct {
+	*testkit.Proc
 	t      *testing.T
-	cmd    *exec.Cmd
-	report string
-	stdout strings.Builder
-	stderr *logTail
-	waited bool
-	code   int
+	report string // the app's APP_REPORT
 }
 
-// start runs meshgate with args and extra environment, the app reporting
-// to a file.
+// start runs meshgate with args and extra environment.
 func start(t *testing.T, args []string, env ...string) *gate {
 	t.Helper()
-	g := &gate{t: t, report: filepath.Join(t.TempDir(), "report.json"), stderr: newLogTail()}
-	g.cmd = exec.Command(bins.meshgate, args...)
-	g.cmd.Env = append([]string{"PATH=/usr/bin:/bin", "APP_REPORT=" + g.report, "GORACE=atexit_sleep_ms=0"}, env...)
-	g.cmd.Stdout = &g.stdout
-	g.cmd.Stderr = g.stderr
-	g.spawn()
-	return g
+	return startCmd(t, exec.Command(bins.meshgate, args...), env...)
 }
 
-// spawn starts g.cmd, failing the test if it cannot, and kills it when
-// the test ends if the test has not waited for it.
-func (g *gate) spawn() {
-	g.t.Helper()
-	if err := g.cmd.Start(); err != nil {
-		g.t.Fatal(err)
-	}
-	g.t.Cleanup(func() {
-		if !g.waited {
-			_ = g.cmd.Process.Kill()
-			_ = g.cmd.Wait()
-		}
-	})
-}
-
-// wait returns meshgate's exit code (or the app's, after exec).
-func (g *gate) wait() int {
-	g.t.Helper()
-	if g.waited {
-		return g.code
-	}
-	done := make(chan error, 1)
-	go func() { done <- g.cmd.Wait() }()
-	select {
-	case err := <-done:
-		g.waited = true
-		g.code = exitCode(g.t, err)
-	case <-time.After(30 * time.Second):
-		g.t.Fatalf("meshgate still running after 30s\n%s", g.stderr)
-	}
-	return g.code
-}
-
-func exitCode(t *testing.T, err error) int {
+// startCmd starts cmd with the app reporting to a file, and the given
+// environment only: the test run's own MESHGATE_* variables stay out.
+func startCmd(t *testing.T, cmd *exec.Cmd, env ...string) *gate {
 	t.Helper()
-	if err == nil {
-		return 0
-	}
-	ee, ok := err.(*exec.ExitError)
-	if !ok {
-		t.Fatal(err)
-	}
-	if ws := ee.Sys().(syscall.WaitStatus); ws.Signaled() {
-		return 128 + int(ws.Signal())
-	}
-	return ee.ExitCode()
+	g := &gate{t: t, report: filepath.Join(t.TempDir(), "report.json")}
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "APP_REPORT=" + g.report, "GORACE=atexit_sleep_ms=0"}, env...)
+	g.Proc = testkit.Start(t, cmd)
+	return g
 }
 
 // appReport reads what the app saw, or nil if it never ran.
 func (g *gate) appReport() *report.Report {
 	g.t.Helper()
-	b, err := os.ReadFile(g.report)
-	if os.IsNotExist(err) {
+	return testkit.ReadReport(g.t, g.report)
+}
+
+// appPID waits for the app's first line and reads its PID from it.
+func (g *gate) appPID() int {
+	g.t.Helper()
+	g.Expect("app: started as PID ")
+	_, rest, _ := strings.Cut(g.Stdout.String(), "app: started as PID ")
+	pid, err := strconv.Atoi(strings.Fields(rest)[0])
+	if err != nil {
+		g.t.Fatalf("no PID in %q", rest)
+	}
+	return pid
+}
+
+// root skips a test that needs root, except in CI, where it must run.
+func root(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("this test needs root, and CI runs as root")
+	}
+	t.Skip("needs root (for namespaces): run `sudo make test`, as CI does")
+}
+
+// poll waits for cond, looking every millisecond: for what /proc shows
+// (a new child, a zombie reaped, a write blocked) no event tells.
+func poll(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(testkit.Timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, testkit.Timeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// childOf finds the one child of pid, as the kernel lists it.
+func childOf(t *testing.T, pid int) (child int) {
+	t.Helper()
+	poll(t, fmt.Sprintf("a child of %d", pid), func() bool {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		f := strings.Fields(string(b))
+		if len(f) == 1 {
+			child, _ = strconv.Atoi(f[0])
+		}
+		return len(f) == 1
+	})
+	return child
+}
+
+// procStat reads the fields of /proc/PID/stat after the command name:
+// state, ppid, pgrp, ... (the name may hold spaces and parentheses).
+func procStat(pid int) []string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
 		return nil
 	}
-	if err != nil {
-		g.t.Fatal(err)
-	}
-	var r report.Report
-	if err := json.Unmarshal(b, &r); err != nil {
-		g.t.Fatalf("report %s: %v", b, err)
-	}
-	return &r
+	return strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
 }
-
-// logs returns meshgate's log lines with the given message.
-func (g *gate) logs(msg string) []map[string]any {
-	g.t.Helper()
-	var out []map[string]any
-	for _, l := range g.stderr.lines() {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			g.t.Fatalf("stderr line %q is not a JSON log line", l)
-		}
-		if m["msg"] == msg {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-// waitLog blocks until meshgate has logged msg.
-func (g *gate) waitLog(msg string) {
-	g.t.Helper()
-	if !g.stderr.waitFor(`"msg":"`+msg+`"`, 30*time.Second) {
-		g.t.Fatalf("meshgate did not log %q within 30s\n%s", msg, g.stderr)
-	}
-}
-
-// logTail collects stderr and lets a test wait for a line.
-type logTail struct {
-	mu   sync.Mutex
-	buf  strings.Builder
-	cond *sync.Cond
-}
-
-func newLogTail() *logTail {
-	l := &logTail{}
-	l.cond = sync.NewCond(&l.mu)
-	return l
-}
-
-func (l *logTail) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf.Write(p)
-	l.cond.Broadcast()
-	return len(p), nil
-}
-
-func (l *logTail) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func (l *logTail) lines() []string {
-	var out []string
-	sc := bufio.NewScanner(strings.NewReader(l.String()))
-	for sc.Scan() {
-		if sc.Text() != "" {
-			out = append(out, sc.Text())
-		}
-	}
-	return out
-}
-
-func (l *logTail) waitFor(s string, within time.Duration) bool {
-	timer := time.AfterFunc(within, func() {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		l.cond.Broadcast()
-	})
-	defer timer.Stop()
-	deadline := time.Now().Add(within)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for !strings.Contains(l.buf.String(), s) {
-		if time.Now().After(deadline) {
-			return false
-		}
-		l.cond.Wait()
-	}
-	return true
-}
-
-var _ io.Writer = (*logTail)(nil)

@@ -1,7 +1,6 @@
 package test
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,13 +12,11 @@ import (
 
 	"github.com/meshgate/meshgate/test/app/report"
 	"github.com/meshgate/meshgate/test/pod"
+	"github.com/meshgate/meshgate/test/testkit"
 )
 
-// The proxy's address inside every pod: its own network namespace.
-const (
-	podReady = "http://localhost:15020/healthz/ready"
-	podQuit  = "http://localhost:15020/quitquitquit"
-)
+// The proxy's readiness endpoint inside every pod: its own network namespace.
+const podReady = "http://localhost:15020/healthz/ready"
 
 // meshPod is a pod as the examples describe it: the emulator as the mesh
 // proxy, and meshgate installed into an emptyDir by an init container run
@@ -33,11 +30,10 @@ type meshPod struct {
 func newMeshPod(t *testing.T, phases string, proxyArgs ...string) *meshPod {
 	t.Helper()
 	mp, img := startProxy(t, phases, proxyArgs...)
-	p := mp.Pod
-	install := p.Run(pod.Container{Name: "meshgate-install", Image: img, ReadOnly: true,
+	install := mp.Run(pod.Container{Name: "meshgate-install", Image: img, ReadOnly: true,
 		Args:   []string{"install", "/meshgate"},
 		Mounts: []pod.Mount{{Volume: "meshgate", Path: "/meshgate"}}})
-	if install.Code != 0 || !strings.Contains(install.Stderr, `"msg":"installed"`) {
+	if install.Code != 0 || len(testkit.Logs(t, install.Stderr, "installed")) != 1 {
 		t.Fatalf("init container: exit %d\n%s%s", install.Code, install.Stdout, install.Stderr)
 	}
 	return mp
@@ -45,13 +41,12 @@ func newMeshPod(t *testing.T, phases string, proxyArgs ...string) *meshPod {
 
 // startProxy builds the meshgate image and starts a pod whose proxy
 // container runs the emulator through phases, and waits until it serves.
-func startProxy(t *testing.T, phases string, proxyArgs ...string) (mp *meshPod, img *pod.Image) {
+func startProxy(t *testing.T, phases string, proxyArgs ...string) (*meshPod, *pod.Image) {
 	t.Helper()
 	pod.Available(t, "buildah", "umoci")
-	img = images.Image(t, bins.meshgate)
-	p := pod.New(t)
-	mp = &meshPod{Pod: p, t: t}
-	mp.proxy = p.Start(pod.Container{Name: "proxy", User: "1337:1337", ReadOnly: true,
+	img := pod.DockerfileImage(t, bins.meshgate)
+	mp := &meshPod{Pod: pod.New(t), t: t}
+	mp.proxy = mp.Start(pod.Container{Name: "proxy", User: "1337:1337", ReadOnly: true,
 		Rootfs: pod.Scratch(t, map[string]string{"/emulator": bins.emulator}),
 		Command: append([]string{"/emulator", "--listen", "127.0.0.1:15020", "--phases", phases,
 			"--ready-file", "/out/ready"}, proxyArgs...),
@@ -63,11 +58,12 @@ func startProxy(t *testing.T, phases string, proxyArgs ...string) (mp *meshPod, 
 }
 
 // app describes the app container: a scratch root holding only the static
-// app, read-only, as a non-root user, with meshgate from the volume.
-func (mp *meshPod) app(name string, hosts bool, command []string, env ...string) pod.Container {
+// app, read-only, as a non-root user, running meshgate from the volume
+// with args.
+func (mp *meshPod) app(name string, hosts bool, args []string, env ...string) pod.Container {
 	return pod.Container{Name: name, User: "65532:65532", ReadOnly: true, Hosts: hosts,
 		Rootfs:  pod.Scratch(mp.t, map[string]string{"/app": bins.app}),
-		Command: command,
+		Command: append([]string{"/meshgate/meshgate"}, args...),
 		Env:     append([]string{"APP_REPORT=/out/" + name + ".json"}, env...),
 		Mounts: []pod.Mount{{Volume: "meshgate", Path: "/meshgate", ReadOnly: true},
 			{Volume: "out", Path: "/out"}}}
@@ -75,7 +71,7 @@ func (mp *meshPod) app(name string, hosts bool, command []string, env ...string)
 
 // report reads what the app of container name saw, or nil if it never ran.
 func (mp *meshPod) report(name string) *report.Report {
-	return (&gate{t: mp.t, report: filepath.Join(mp.Volume("out"), name+".json")}).appReport()
+	return testkit.ReadReport(mp.t, filepath.Join(mp.Volume("out"), name+".json"))
 }
 
 // readyAt is when the emulator turned ready.
@@ -91,21 +87,18 @@ func (mp *meshPod) readyAt() time.Time {
 // attempts reads "attempts" from meshgate's "proxy ready" line.
 func attempts(t *testing.T, stderr string) int {
 	t.Helper()
-	for _, l := range strings.Split(stderr, "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "proxy ready" {
-			return int(m["attempts"].(float64))
-		}
+	ready := testkit.Logs(t, stderr, "proxy ready")
+	if len(ready) != 1 {
+		t.Fatalf("want one proxy ready line in\n%s", stderr)
 	}
-	t.Fatalf("no proxy ready line in\n%s", stderr)
-	return 0
+	return int(ready[0]["attempts"].(float64))
 }
 
 func TestPodHappyPath(t *testing.T) {
 	t.Parallel()
 	mp := newMeshPod(t, "closed,503,200") // each SIGUSR1 moves on
 	argv := []string{"/app", "--port", "8080", "two words"}
-	app := mp.Start(mp.app("app", true, append([]string{"/meshgate/meshgate", "--log-level", "debug", "--"}, argv...),
+	app := mp.Start(mp.app("app", true, append([]string{"--log-level", "debug", "--"}, argv...),
 		"APP_FETCH="+podReady, "GREETING=hello world"))
 	for _, seen := range []string{"connection refused", "answered 503"} {
 		if err := app.WaitOutput(seen, 10*time.Second); err != nil {
@@ -115,9 +108,8 @@ func TestPodHappyPath(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	res := pod.Result{Code: app.Wait(), Stdout: app.Stdout(), Stderr: app.Stderr()}
-	if res.Code != 0 {
-		t.Fatalf("app container: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	if code := app.Wait(); code != 0 {
+		t.Fatalf("app container: exit %d\n%s%s", code, app.Stdout(), app.Stderr())
 	}
 	r := mp.report("app")
 	if r == nil {
@@ -135,47 +127,34 @@ func TestPodHappyPath(t *testing.T) {
 	if started := time.Unix(0, r.StartNano); started.Before(mp.readyAt()) {
 		t.Errorf("the app started at %v, before the proxy turned ready at %v", started, mp.readyAt())
 	}
-	if n := attempts(t, res.Stderr); n < 2 {
+	if n := attempts(t, app.Stderr()); n < 2 {
 		t.Errorf("ready after %d attempts, want several", n)
 	}
 }
 
 func TestPodWithoutHostsFile(t *testing.T) {
 	t.Parallel()
-	mp := newMeshPod(t, "503:300ms,200")
-	// No /etc/hosts: meshgate still finds the proxy on "localhost" (the app
-	// itself could not, so it asks 127.0.0.1).
-	res := mp.Run(mp.app("app", false, []string{"/meshgate/meshgate", "--", "/app"},
-		"APP_FETCH=http://127.0.0.1:15020/healthz/ready"))
-	r := mp.report("app")
-	if res.Code != 0 || r == nil || r.Hosts || r.Fetch != "200 OK" {
-		t.Fatalf("exit %d, report %+v: want 0, no hosts file, the proxy reached\n%s", res.Code, r, res.Stderr)
-	}
-}
-
-func TestPodAlreadyReady(t *testing.T) {
-	t.Parallel()
 	mp := newMeshPod(t, "200")
 	if err := mp.proxy.WaitOutput("answers 200", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	res := mp.Run(mp.app("app", true, []string{"/meshgate/meshgate", "--", "/app"}))
-	if res.Code != 0 || attempts(t, res.Stderr) != 1 {
-		t.Errorf("exit %d, want 0 after exactly one attempt\n%s", res.Code, res.Stderr)
+	// No /etc/hosts: meshgate still finds the proxy on "localhost" (the app
+	// itself could not, so it asks 127.0.0.1), at the first attempt.
+	res := mp.Run(mp.app("app", false, []string{"--", "/app"}, "APP_FETCH=http://127.0.0.1:15020/healthz/ready"))
+	r := mp.report("app")
+	if res.Code != 0 || r == nil || r.Hosts || r.Fetch != "200 OK" || attempts(t, res.Stderr) != 1 {
+		t.Fatalf("exit %d, report %+v: want 0, no hosts file, the proxy reached at once\n%s", res.Code, r, res.Stderr)
 	}
 }
 
 func TestPodNeverReady(t *testing.T) {
 	t.Parallel()
 	mp := newMeshPod(t, "503")
-	res := mp.Run(mp.app("fail", true, []string{"/meshgate/meshgate", "--timeout", "1s", "--", "/app"}))
-	if res.Code != 69 || mp.report("fail") != nil {
-		t.Errorf("exit %d, app ran %v: want 69 and no app\n%s", res.Code, mp.report("fail") != nil, res.Stderr)
+	res := mp.Run(mp.app("fail", true, []string{"--timeout", "1s", "--", "/app"}))
+	if res.Code != 69 || mp.report("fail") != nil || !strings.Contains(res.Stderr, `answered 503 Service Unavailable`) {
+		t.Errorf("exit %d, app ran %v: want 69, no app, and the last error in the log\n%s", res.Code, mp.report("fail") != nil, res.Stderr)
 	}
-	if !strings.Contains(res.Stderr, `answered 503 Service Unavailable`) {
-		t.Errorf("the last error is not in the log:\n%s", res.Stderr)
-	}
-	res = mp.Run(mp.app("start", true, []string{"/meshgate/meshgate", "--timeout", "1s", "--on-timeout", "start", "--", "/app"}))
+	res = mp.Run(mp.app("start", true, []string{"--timeout", "1s", "--on-timeout", "start", "--", "/app"}))
 	if res.Code != 0 || mp.report("start") == nil {
 		t.Errorf("--on-timeout start: exit %d, app ran %v: want 0 and the app run\n%s", res.Code, mp.report("start") != nil, res.Stderr)
 	}
@@ -184,7 +163,7 @@ func TestPodNeverReady(t *testing.T) {
 func TestPodSIGTERMWhileWaiting(t *testing.T) {
 	t.Parallel()
 	mp := newMeshPod(t, "503")
-	app := mp.Start(mp.app("app", true, []string{"/meshgate/meshgate", "--timeout", "0", "--", "/app"}))
+	app := mp.Start(mp.app("app", true, []string{"--timeout", "0", "--", "/app"}))
 	if err := app.WaitOutput(`"msg":"waiting for proxy"`, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -192,14 +171,10 @@ func TestPodSIGTERMWhileWaiting(t *testing.T) {
 	if err := app.Kill(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	code := app.Wait()
-	// The issue's own bound: a deleted pod must not sit out its grace
-	// period. Typical is tens of milliseconds.
-	if took := time.Since(sent); code != 143 || took > time.Second {
-		t.Errorf("exit %d after %v, want 143 well within a second\n%s", code, took, app.Stderr())
-	}
-	if mp.report("app") != nil {
-		t.Error("the app started after SIGTERM")
+	// A deleted pod must not sit out its grace period; typical is tens of
+	// milliseconds.
+	if code, took := app.Wait(), time.Since(sent); code != 143 || took > time.Second || mp.report("app") != nil {
+		t.Errorf("exit %d after %v, app ran %v; want 143 well within a second, and no app\n%s", code, took, mp.report("app") != nil, app.Stderr())
 	}
 }
 
@@ -207,12 +182,12 @@ func TestPodCheckAndWait(t *testing.T) {
 	t.Parallel()
 	mp := newMeshPod(t, "503,200") // ready on SIGUSR1
 	// As an exec startup probe: not ready, then ready.
-	probe := mp.app("probe", true, []string{"/meshgate/meshgate", "check"})
+	probe := mp.app("probe", true, []string{"check"})
 	if res := mp.Run(probe); res.Code != 1 {
 		t.Errorf("check before ready: exit %d, want 1\n%s", res.Code, res.Stderr)
 	}
 	// As a postStart hook: waits until ready.
-	hook := mp.Start(mp.app("hook", true, []string{"/meshgate/meshgate", "wait", "--timeout", "20s", "--log-level", "debug"}))
+	hook := mp.Start(mp.app("hook", true, []string{"wait", "--timeout", "20s", "--log-level", "debug"}))
 	// Not "waiting for proxy": that line comes before the first attempt.
 	// An attempt has been answered "not ready" once this one is logged.
 	if err := hook.WaitOutput(`"msg":"proxy not ready"`, 10*time.Second); err != nil {
@@ -233,20 +208,17 @@ func TestPodCheckAndWait(t *testing.T) {
 func TestPodJobCompletes(t *testing.T) {
 	t.Parallel()
 	mp := newMeshPod(t, "closed:200ms,503:300ms,200", "--quit-path", "/quitquitquit")
-	res := mp.Run(mp.app("job", true, []string{"/meshgate/meshgate", "--quit", "--", "/app", "migrate"}, "APP_EXIT=3"))
-	if res.Code != 3 || mp.report("job") == nil {
-		t.Errorf("job: exit %d, want the app's 3\n%s", res.Code, res.Stderr)
+	res := mp.Run(mp.app("job", true, []string{"--quit", "--", "/app", "migrate"}, "APP_EXIT=3"))
+	if res.Code != 3 || mp.report("job") == nil || len(testkit.Logs(t, res.Stderr, "proxy told to quit")) != 1 {
+		t.Errorf("job: exit %d, want the app's 3, and the proxy told to quit\n%s", res.Code, res.Stderr)
 	}
 	// The proxy was told to quit, and its container ends: the pod completes.
 	select {
 	case <-mp.proxy.Done():
-	case <-time.After(10 * time.Second):
+	case <-time.After(testkit.Timeout):
 		t.Fatalf("the proxy still runs after the job\n%s", mp.proxy.Stderr())
 	}
 	if code := mp.proxy.Wait(); code != 0 || !strings.Contains(mp.proxy.Stderr(), "told to quit") {
 		t.Errorf("proxy container: exit %d\n%s", code, mp.proxy.Stderr())
-	}
-	if !strings.Contains(res.Stderr, `"msg":"proxy told to quit"`) {
-		t.Errorf("no quit in meshgate's log:\n%s", res.Stderr)
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/meshgate/meshgate/test/pod"
+	"github.com/meshgate/meshgate/test/testkit"
 )
 
 // releaseVersion is what the release test stamps.
@@ -185,7 +186,7 @@ func refusals(t *testing.T, src, dist string) {
 		t.Helper()
 		cmd := makeCommand(t, src, "release", "-s", "VERSION="+version, "DIST="+dist)
 		out, err := cmd.CombinedOutput()
-		if code := exitCodeOf(err); code == 0 || !strings.Contains(string(out), want) {
+		if code := testkit.ExitCode(err); code == 0 || !strings.Contains(string(out), want) {
 			t.Errorf("make release VERSION=%s: exit %d, %s; want a failure saying %q", version, code, out, want)
 		}
 		if _, err := os.Stat(dist); !os.IsNotExist(err) {
@@ -198,7 +199,7 @@ func refusals(t *testing.T, src, dist string) {
 	for _, d := range []string{"", ".", "/"} {
 		cmd := makeCommand(t, src, "release", "-s", "VERSION="+releaseVersion, "DIST="+d)
 		out, err := cmd.CombinedOutput()
-		if code := exitCodeOf(err); code == 0 || !strings.Contains(string(out), "would remove more than a release") {
+		if code := testkit.ExitCode(err); code == 0 || !strings.Contains(string(out), "would remove more than a release") {
 			t.Errorf("make release DIST=%q: exit %d, %s; want a refusal", d, code, out)
 		}
 		if _, err := os.Stat(filepath.Join(src, "go.mod")); err != nil {
@@ -209,7 +210,7 @@ func refusals(t *testing.T, src, dist string) {
 		missing := filepath.Join(t.TempDir(), "ca-certificates.crt")
 		cmd := makeCommand(t, src, "release", "-s", "VERSION="+releaseVersion, "DIST="+dist, "CA_BUNDLE="+missing)
 		out, err := cmd.CombinedOutput()
-		if code := exitCodeOf(err); code != 2 || !strings.Contains(string(out), "no CA bundle at CA_BUNDLE="+missing) {
+		if code := testkit.ExitCode(err); code != 2 || !strings.Contains(string(out), "no CA bundle at CA_BUNDLE="+missing) {
 			t.Errorf("make release CA_BUNDLE=%s: exit %d, %s; want a refusal naming it", missing, code, out)
 		}
 		if _, err := os.Stat(dist); !os.IsNotExist(err) {

@@ -1,10 +1,11 @@
 // Command app is the application that tests, the demo and the pod
-// scenarios put behind meshgate. It is static, so it runs in a scratch
-// container, and it takes its settings from the environment, so that its
-// argv can be anything:
+// scenarios put behind meshgate, or run alone in a pod. It is static, so it
+// runs in a scratch container, and it takes its settings from the
+// environment, so that its argv can be anything:
 //
-//	APP_REPORT=FILE  write what the app saw (PID, argv, env, signal state,
-//	                 start time, /etc/hosts, signals received) to FILE as JSON
+//	APP_REPORT=FILE  write what the app saw (PID, user, argv, env, signal
+//	                 state, capabilities, start time, /etc/hosts, signals
+//	                 received) to FILE as JSON; exit 1 if it cannot
 //	APP_FETCH=URL    GET URL first and report the status (proves the app
 //	                 reaches the proxy)
 //	APP_ORPHANS=N    leave N grandchildren behind, re-parented to whoever
@@ -42,10 +43,12 @@ func main() {
 		os.Exit(0)
 	}
 	r := report.Report{
-		PID: os.Getpid(), UID: os.Getuid(), Argv: os.Args, Env: os.Environ(),
+		PID: os.Getpid(), UID: os.Getuid(), GID: os.Getgid(), Argv: os.Args, Env: os.Environ(),
 		StartNano: time.Now().UnixNano(),
 	}
-	r.SigIgn, r.SigBlk = signalState()
+	status, _ := os.ReadFile("/proc/self/status")
+	r.SigIgn, r.SigBlk = field(status, "SigIgn"), field(status, "SigBlk")
+	r.CapBnd, r.CapEff = field(status, "CapBnd"), field(status, "CapEff")
 	_, err := os.Stat("/etc/hosts")
 	r.Hosts = err == nil
 	if u := os.Getenv("APP_FETCH"); u != "" {
@@ -173,19 +176,12 @@ func fetchNote(f string) string {
 	return "; the proxy answered " + f
 }
 
-// signalState reads the ignored and blocked signal sets of this process.
-func signalState() (ign, blk string) {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return "?", "?"
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "SigIgn:"); ok {
-			ign = strings.TrimSpace(v)
-		}
-		if v, ok := strings.CutPrefix(line, "SigBlk:"); ok {
-			blk = strings.TrimSpace(v)
+// field returns the value of a "Name:\tvalue" line of a /proc status file.
+func field(status []byte, name string) string {
+	for line := range strings.Lines(string(status)) {
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
+			return strings.TrimSpace(v)
 		}
 	}
-	return ign, blk
+	return "?"
 }

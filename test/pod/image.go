@@ -3,16 +3,15 @@ package pod
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshgate/meshgate/test/testkit"
 )
 
 // buildTimeout bounds go build and buildah, which are slow on a cold cache.
@@ -244,74 +243,14 @@ func Scratch(t testing.TB, files map[string]string) string {
 	return root
 }
 
-// Cache builds binaries and images at most once per test binary run and
-// shares them between tests, parallel ones included. A test binary makes
-// one in TestMain and closes it after m.Run, which removes what it built.
-type Cache struct {
-	dir string
-
-	mu      sync.Mutex
-	entries map[string]*entry
-}
-
-// entry is one build, done by the first test that asks for it; the others
-// wait for it and get the same path, or the same error.
-type entry struct {
-	dir  string
-	once sync.Once
-	path string
-	err  error
-}
-
-// NewCache returns an empty cache in a new temporary directory.
-func NewCache() (*Cache, error) {
-	dir, err := os.MkdirTemp("", "meshgate-pod-")
-	if err != nil {
-		return nil, err
-	}
-	return &Cache{dir: dir, entries: map[string]*entry{}}, nil
-}
-
-// Close removes everything the cache built.
-func (c *Cache) Close() error { return os.RemoveAll(c.dir) }
-
-// Binary builds the Go main package pkg ("./cmd/meshgate", relative to the
-// module root, or an import path) as a static binary, with extra go build
-// flags such as "-ldflags=-X main.version=test", and returns its path.
-func (c *Cache) Binary(t testing.TB, pkg string, flags ...string) string {
-	t.Helper()
-	key := strings.Join(append([]string{"go build", pkg}, flags...), "\x00")
-	path, err := c.do(key, func(dir string) (string, error) {
-		root, err := moduleRoot()
-		if err != nil {
-			return "", err
-		}
-		out := filepath.Join(dir, filepath.Base(pkg))
-		ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-		defer cancel()
-		args := append([]string{"build", "-trimpath", "-o", out}, flags...)
-		cmd := exec.CommandContext(ctx, "go", append(args, pkg)...)
-		cmd.Dir = root
-		// Static: it runs in scratch root filesystems, without a libc.
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if _, err := run(cmd); err != nil {
-			return "", err
-		}
-		return out, nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// Image builds the image of the module's Dockerfile around binary, a static
-// build of meshgate or a stand-in for it, as BuildImage does.
-func (c *Cache) Image(t testing.TB, binary string) *Image {
+// DockerfileImage builds the image of the module's Dockerfile around
+// binary, a static build of meshgate, as BuildImage does, once per test
+// binary (run through testkit.Main, which removes it).
+func DockerfileImage(t testing.TB, binary string) *Image {
 	t.Helper()
 	Available(t, "buildah")
-	layout, err := c.do("image\x00"+binary, func(dir string) (string, error) {
-		root, err := moduleRoot()
+	layout, err := testkit.Once("image\x00"+binary, func(dir string) (string, error) {
+		root, err := testkit.ModuleRoot()
 		if err != nil {
 			return "", err
 		}
@@ -327,41 +266,4 @@ func (c *Cache) Image(t testing.TB, binary string) *Image {
 		t.Fatal(err)
 	}
 	return &Image{Layout: layout, Tag: "test"}
-}
-
-// do runs build once per key, in a directory of its own.
-func (c *Cache) do(key string, build func(dir string) (string, error)) (string, error) {
-	c.mu.Lock()
-	e, ok := c.entries[key]
-	if !ok {
-		e = &entry{dir: filepath.Join(c.dir, strconv.Itoa(len(c.entries)))}
-		c.entries[key] = e
-	}
-	c.mu.Unlock()
-	// Not t.Fatal inside: it would end the Once with no result recorded.
-	e.once.Do(func() {
-		if e.err = os.Mkdir(e.dir, 0o755); e.err == nil {
-			e.path, e.err = build(e.dir)
-		}
-	})
-	return e.path, e.err
-}
-
-// moduleRoot finds the directory of go.mod above the working directory,
-// which for a test is its package directory.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found above the working directory")
-		}
-		dir = parent
-	}
 }

@@ -6,7 +6,7 @@
 // containers with their own root filesystems, run to completion (init
 // containers, Run) or in the background (Start). A container's root is
 // either a directory of static binaries (Scratch) or an OCI image layout
-// (BuildImage, Cache.Image) unpacked with umoci.
+// (BuildImage, DockerfileImage) unpacked with umoci.
 //
 //	p := pod.New(t)
 //	install := p.Run(pod.Container{Name: "install", Image: img,
@@ -18,10 +18,6 @@
 //	err := app.WaitOutput("listening", 5*time.Second)
 //	err = app.Kill(syscall.SIGTERM)
 //	code := app.Wait()
-//
-// A test binary shares builds between its tests with a Cache made in
-// TestMain: Cache.Binary compiles static Go programs, Cache.Image packs one
-// into the image of the module's Dockerfile.
 //
 // Everything a pod creates is removed when its test ends, also when the
 // test fails: its containers (runc delete --force), its network namespace

@@ -1,7 +1,6 @@
 package pod
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,9 +9,10 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/meshgate/meshgate/test/testkit"
 )
 
 // startTimeout bounds the wait for a container to be running, for Kill and
@@ -27,8 +27,8 @@ type Process struct {
 
 	pod    *Pod
 	log    string // runc --log, JSON lines
-	stdout output
-	stderr output
+	stdout testkit.Output
+	stderr testkit.Output
 
 	done chan struct{} // closed once code and err are set
 	code int
@@ -103,8 +103,8 @@ func (pr *Process) WaitOutput(s string, timeout time.Duration) error {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for {
-		out, outChanged := pr.stdout.snapshot()
-		errOut, errChanged := pr.stderr.snapshot()
+		out, outChanged := pr.stdout.Snapshot()
+		errOut, errChanged := pr.stderr.Snapshot()
 		if strings.Contains(out, s) || strings.Contains(errOut, s) {
 			return nil
 		}
@@ -213,38 +213,4 @@ func (pr *Process) killUntilDone() bool {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-// output collects a stream and lets readers wait for the next write.
-type output struct {
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	changed chan struct{} // closed at the next write
-}
-
-func (o *output) Write(b []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.buf.Write(b)
-	if o.changed != nil {
-		close(o.changed)
-		o.changed = nil
-	}
-	return len(b), nil
-}
-
-func (o *output) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.buf.String()
-}
-
-// snapshot returns the output so far and a channel closed at the next write.
-func (o *output) snapshot() (string, <-chan struct{}) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.changed == nil {
-		o.changed = make(chan struct{})
-	}
-	return o.buf.String(), o.changed
 }

@@ -6,11 +6,14 @@ package report
 type Report struct {
 	PID       int      `json:"pid"`
 	UID       int      `json:"uid"`
+	GID       int      `json:"gid"`
 	Argv      []string `json:"argv"`
 	Env       []string `json:"env"`
 	StartNano int64    `json:"start_unix_nano"`
 	SigIgn    string   `json:"sig_ign"` // from /proc/self/status, hex
 	SigBlk    string   `json:"sig_blk"`
+	CapBnd    string   `json:"cap_bnd"` // from /proc/self/status, hex
+	CapEff    string   `json:"cap_eff"`
 	Hosts     bool     `json:"hosts_file"`
 	Fetch     string   `json:"fetch,omitempty"` // status line or error
 	Signals   []string `json:"signals,omitempty"`
