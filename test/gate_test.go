@@ -45,34 +45,6 @@ func TestExecKeepsPIDArgvAndEnv(t *testing.T) {
 	}
 }
 
-func TestCommandWaitsForReady(t *testing.T) {
-	t.Parallel()
-	e := &sidecar.Emulator{}
-	url, _ := proxy(t, e, "closed")
-	g := start(t, []string{"--probe", url, "--log-level", "debug", "--", bins.app}, "APP_FETCH="+url)
-	for _, step := range []struct {
-		seen string
-		next sidecar.State
-	}{{"connection refused", "503"}, {"answered 503", "200"}} {
-		if !g.Stderr.WaitFor(step.seen, testkit.Timeout, nil) {
-			t.Fatalf("meshgate never saw %q\n%s", step.seen, &g.Stderr)
-		}
-		if err := e.Set(step.next); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if code := g.Wait(); code != 0 {
-		t.Fatalf("exit %d\n%s", code, &g.Stderr)
-	}
-	r := g.appReport()
-	if r == nil || r.StartNano < e.ReadyAt().UnixNano() || r.Fetch != "200 OK" {
-		t.Errorf("the app saw %+v; want it started after the proxy was ready at %v, and reaching it", r, e.ReadyAt())
-	}
-	if ready := g.Logs("proxy ready"); len(ready) != 1 || ready[0]["attempts"].(float64) < 2 || len(g.Logs("waiting for proxy")) != 1 {
-		t.Errorf("want one start line, and one proxy ready line after several attempts\n%s", &g.Stderr)
-	}
-}
-
 func TestExitCodes(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -133,43 +105,43 @@ func TestExitCodes(t *testing.T) {
 func TestSignalWhileWaiting(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
+		name   string
 		sig    syscall.Signal
 		phases string
 		args   []string
+		pid1   bool // meshgate runs as process 1 of a PID namespace
 	}{
-		{syscall.SIGTERM, "503", nil},
-		{syscall.SIGINT, "503", nil},
-		{syscall.SIGHUP, "503", nil},
-		{syscall.SIGQUIT, "503", nil},
+		{"TERM", syscall.SIGTERM, "503", nil, false},
+		{"INT", syscall.SIGINT, "503", nil, false},
+		{"HUP", syscall.SIGHUP, "503", nil, false},
+		{"QUIT", syscall.SIGQUIT, "503", nil, false},
 		// The signal cuts an attempt that would hang for an hour.
-		{syscall.SIGTERM, "hang", []string{"--attempt-timeout", "1h"}},
+		{"TERM cuts an attempt", syscall.SIGTERM, "hang", []string{"--attempt-timeout", "1h"}, false},
+		// Process 1 of a PID namespace gets no default signal actions:
+		// only a handler makes a SIGTERM from outside do anything.
+		{"TERM to PID 1", syscall.SIGTERM, "503", nil, true},
 	} {
-		t.Run(tc.sig.String()+" "+tc.phases, func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			url, _ := proxy(t, &sidecar.Emulator{}, tc.phases)
-			g := start(t, append([]string{"--probe", url, "--timeout", "0", "--", bins.app}, tc.args...))
+			args := append(append([]string{bins.meshgate, "--probe", url, "--timeout", "0"}, tc.args...), "--", bins.app)
+			if tc.pid1 {
+				testkit.Need(t, "unshare")
+				args = append([]string{"unshare", "--pid", "--fork", "--kill-child"}, args...)
+			}
+			g := startCmd(t, exec.Command(args[0], args[1:]...))
 			g.WaitLog("waiting for proxy")
-			g.Signal(tc.sig)
+			pid := g.Cmd.Process.Pid
+			if tc.pid1 {
+				pid = childOf(t, pid)
+			}
+			if err := syscall.Kill(pid, tc.sig); err != nil {
+				t.Fatal(err)
+			}
 			if got, want := g.Wait(), 128+int(tc.sig); got != want || g.appReport() != nil {
 				t.Errorf("exit %d, app ran %v; want %d and no app\n%s", got, g.appReport() != nil, want, &g.Stderr)
 			}
 		})
-	}
-}
-
-// As process 1 of a PID namespace a process gets no default signal
-// actions: only a handler makes a SIGTERM from outside do anything.
-func TestSignalAsPID1WhileWaiting(t *testing.T) {
-	t.Parallel()
-	root(t)
-	url, _ := proxy(t, &sidecar.Emulator{}, "503")
-	g := startCmd(t, exec.Command("unshare", "--pid", "--fork", "--kill-child", bins.meshgate, "--probe", url, "--timeout", "0", "--", bins.app))
-	g.WaitLog("waiting for proxy")
-	if err := syscall.Kill(childOf(t, g.Cmd.Process.Pid), syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if got := g.Wait(); got != 143 {
-		t.Errorf("exit %d, want 143\n%s", got, &g.Stderr)
 	}
 }
 

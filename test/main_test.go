@@ -191,18 +191,6 @@ func (g *gate) appPID() int {
 	return pid
 }
 
-// root skips a test that needs root, except in CI, where it must run.
-func root(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root, and CI runs as root")
-	}
-	t.Skip("needs root (for namespaces): run `sudo make test`, as CI does")
-}
-
 // poll waits for cond, looking every millisecond: for what /proc shows
 // (a new child, a zombie reaped, a write blocked) no event tells.
 func poll(t *testing.T, what string, cond func() bool) {

@@ -132,24 +132,11 @@ func TestPodHappyPath(t *testing.T) {
 	}
 }
 
-func TestPodWithoutHostsFile(t *testing.T) {
+// One proxy that is not ready until the test says so, and meshgate in
+// every role that waits for it.
+func TestPodNotReadyYet(t *testing.T) {
 	t.Parallel()
-	mp := newMeshPod(t, "200")
-	if err := mp.proxy.WaitOutput("answers 200", 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	// No /etc/hosts: meshgate still finds the proxy on "localhost" (the app
-	// itself could not, so it asks 127.0.0.1), at the first attempt.
-	res := mp.Run(mp.app("app", false, []string{"--", "/app"}, "APP_FETCH=http://127.0.0.1:15020/healthz/ready"))
-	r := mp.report("app")
-	if res.Code != 0 || r == nil || r.Hosts || r.Fetch != "200 OK" || attempts(t, res.Stderr) != 1 {
-		t.Fatalf("exit %d, report %+v: want 0, no hosts file, the proxy reached at once\n%s", res.Code, r, res.Stderr)
-	}
-}
-
-func TestPodNeverReady(t *testing.T) {
-	t.Parallel()
-	mp := newMeshPod(t, "503")
+	mp := newMeshPod(t, "503,200") // ready on SIGUSR1
 	res := mp.Run(mp.app("fail", true, []string{"--timeout", "1s", "--", "/app"}))
 	if res.Code != 69 || mp.report("fail") != nil || !strings.Contains(res.Stderr, `answered 503 Service Unavailable`) {
 		t.Errorf("exit %d, app ran %v: want 69, no app, and the last error in the log\n%s", res.Code, mp.report("fail") != nil, res.Stderr)
@@ -158,12 +145,12 @@ func TestPodNeverReady(t *testing.T) {
 	if res.Code != 0 || mp.report("start") == nil {
 		t.Errorf("--on-timeout start: exit %d, app ran %v: want 0 and the app run\n%s", res.Code, mp.report("start") != nil, res.Stderr)
 	}
-}
-
-func TestPodSIGTERMWhileWaiting(t *testing.T) {
-	t.Parallel()
-	mp := newMeshPod(t, "503")
-	app := mp.Start(mp.app("app", true, []string{"--timeout", "0", "--", "/app"}))
+	// As an exec startup probe.
+	probe := mp.app("probe", true, []string{"check"})
+	if res := mp.Run(probe); res.Code != 1 {
+		t.Errorf("check before ready: exit %d, want 1\n%s", res.Code, res.Stderr)
+	}
+	app := mp.Start(mp.app("deleted", true, []string{"--timeout", "0", "--", "/app"}))
 	if err := app.WaitOutput(`"msg":"waiting for proxy"`, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -173,23 +160,13 @@ func TestPodSIGTERMWhileWaiting(t *testing.T) {
 	}
 	// A deleted pod must not sit out its grace period; typical is tens of
 	// milliseconds.
-	if code, took := app.Wait(), time.Since(sent); code != 143 || took > time.Second || mp.report("app") != nil {
-		t.Errorf("exit %d after %v, app ran %v; want 143 well within a second, and no app\n%s", code, took, mp.report("app") != nil, app.Stderr())
+	if code, took := app.Wait(), time.Since(sent); code != 143 || took > time.Second || mp.report("deleted") != nil {
+		t.Errorf("SIGTERM: exit %d after %v, app ran %v; want 143 well within a second, and no app\n%s", code, took, mp.report("deleted") != nil, app.Stderr())
 	}
-}
-
-func TestPodCheckAndWait(t *testing.T) {
-	t.Parallel()
-	mp := newMeshPod(t, "503,200") // ready on SIGUSR1
-	// As an exec startup probe: not ready, then ready.
-	probe := mp.app("probe", true, []string{"check"})
-	if res := mp.Run(probe); res.Code != 1 {
-		t.Errorf("check before ready: exit %d, want 1\n%s", res.Code, res.Stderr)
-	}
-	// As a postStart hook: waits until ready.
+	// As a postStart hook: waits until ready. Not "waiting for proxy":
+	// that line comes before the first attempt; once this one is logged
+	// an attempt has been answered "not ready".
 	hook := mp.Start(mp.app("hook", true, []string{"wait", "--timeout", "20s", "--log-level", "debug"}))
-	// Not "waiting for proxy": that line comes before the first attempt.
-	// An attempt has been answered "not ready" once this one is logged.
 	if err := hook.WaitOutput(`"msg":"proxy not ready"`, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -205,12 +182,19 @@ func TestPodCheckAndWait(t *testing.T) {
 	}
 }
 
+// A Job: meshgate supervises the task and tells the proxy to quit. No
+// /etc/hosts: meshgate still finds the proxy on "localhost", which the
+// task itself cannot resolve.
 func TestPodJobCompletes(t *testing.T) {
 	t.Parallel()
 	mp := newMeshPod(t, "closed:200ms,503:300ms,200", "--quit-path", "/quitquitquit")
-	res := mp.Run(mp.app("job", true, []string{"--quit", "--", "/app", "migrate"}, "APP_EXIT=3"))
-	if res.Code != 3 || mp.report("job") == nil || len(testkit.Logs(t, res.Stderr, "proxy told to quit")) != 1 {
-		t.Errorf("job: exit %d, want the app's 3, and the proxy told to quit\n%s", res.Code, res.Stderr)
+	res := mp.Run(mp.app("job", false, []string{"--quit", "--", "/app", "migrate"}, "APP_EXIT=3", "APP_FETCH="+podReady))
+	r := mp.report("job")
+	if res.Code != 3 || r == nil || len(testkit.Logs(t, res.Stderr, "proxy told to quit")) != 1 {
+		t.Fatalf("job: exit %d, want the app's 3, and the proxy told to quit\n%s", res.Code, res.Stderr)
+	}
+	if r.Hosts || !strings.Contains(r.Fetch, "lookup localhost") {
+		t.Errorf("the task saw an /etc/hosts (%v), or resolved localhost (%q)", r.Hosts, r.Fetch)
 	}
 	// The proxy was told to quit, and its container ends: the pod completes.
 	select {

@@ -8,12 +8,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 	"unsafe"
 
+	"github.com/meshgate/meshgate/test/app/report"
 	"github.com/meshgate/meshgate/test/pty"
 	"github.com/meshgate/meshgate/test/sidecar"
 	"github.com/meshgate/meshgate/test/testkit"
@@ -42,35 +42,31 @@ func (g *gate) received(want ...string) {
 func TestSuperviseExitCodesPassThrough(t *testing.T) {
 	t.Parallel()
 	e, ok, quit := ready(t)
+	// Every code that means something to meshgate or a shell, and the
+	// ends of the range.
 	var envs []string
-	for code := range 256 {
+	for _, code := range []int{0, 1, 2, 3, 69, 125, 126, 127, 128, 129, 143, 254, 255} {
 		envs = append(envs, "APP_EXIT="+strconv.Itoa(code))
 	}
 	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGSEGV} {
 		envs = append(envs, "APP_KILL="+strconv.Itoa(int(sig)))
 	}
-	got := make([]int, len(envs))
-	var wg sync.WaitGroup
-	slots := make(chan struct{}, 4)
-	for i, env := range envs {
-		wg.Go(func() {
-			slots <- struct{}{}
-			defer func() { <-slots }()
-			cmd := exec.Command(bins.meshgate, "--probe", ok, "--quit-url", quit, "--", bins.app)
-			cmd.Env = []string{env}
-			got[i] = testkit.ExitCode(cmd.Run())
-		})
-	}
-	wg.Wait()
-	for i, env := range envs {
-		want, _ := strconv.Atoi(env[strings.IndexByte(env, '=')+1:])
-		if strings.HasPrefix(env, "APP_KILL=") {
-			want += 128
+	t.Run("runs", func(t *testing.T) {
+		for _, env := range envs {
+			t.Run(env, func(t *testing.T) {
+				t.Parallel()
+				want, _ := strconv.Atoi(env[strings.IndexByte(env, '=')+1:])
+				if strings.HasPrefix(env, "APP_KILL=") {
+					want += 128
+				}
+				cmd := exec.Command(bins.meshgate, "--probe", ok, "--quit-url", quit, "--", bins.app)
+				cmd.Env = []string{env}
+				if got := testkit.ExitCode(cmd.Run()); got != want {
+					t.Errorf("exit %d, want %d", got, want)
+				}
+			})
 		}
-		if got[i] != want {
-			t.Errorf("%s: exit %d, want %d", env, got[i], want)
-		}
-	}
+	})
 	if got := e.Quits(); got != int64(len(envs)) {
 		t.Errorf("%d quit requests for %d runs, want one each", got, len(envs))
 	}
@@ -107,17 +103,13 @@ func TestSuperviseForwardsSignals(t *testing.T) {
 			var want []string
 			for _, sig := range tc.passed {
 				g.Signal(sig)
-				want = append(want, sigNames[sig])
+				want = append(want, report.Signals[sig])
 				g.Expect("got " + want[len(want)-1])
 			}
 			g.received(want...)
 		})
 	}
 }
-
-// sigNames are the names the app prints for the signals it catches.
-var sigNames = map[syscall.Signal]string{syscall.SIGINT: "SIGINT", syscall.SIGHUP: "SIGHUP", syscall.SIGQUIT: "SIGQUIT",
-	syscall.SIGUSR1: "SIGUSR1", syscall.SIGUSR2: "SIGUSR2", syscall.SIGWINCH: "SIGWINCH", syscall.SIGURG: "SIGURG", syscall.SIGALRM: "SIGALRM"}
 
 // A signal sent to meshgate's whole process group reaches the command
 // once: the command has a group of its own, and meshgate forwards.
@@ -193,21 +185,21 @@ func TestSuperviseQuit(t *testing.T) {
 		name   string
 		args   []string // between the probe/quit flags and --
 		env    []string
-		app    string // the command, if not the app
+		app    string // the command
 		code   int
 		quits  int64
 		phases string
 	}{
-		{"after success", nil, nil, "", 0, 1, "200"},
-		{"after failure", nil, []string{"APP_EXIT=3"}, "", 3, 1, "200"},
+		{"after success", nil, nil, bins.app, 0, 1, "200"},
+		{"after failure", nil, []string{"APP_EXIT=3"}, bins.app, 3, 1, "200"},
 		{"command not found", nil, nil, "no-such-app", 127, 1, "200"},
 		{"command not executable", nil, nil, "/", 126, 1, "200"},
-		{"not ready in time", []string{"--timeout", "100ms"}, nil, "", 69, 1, "503"},
-		{"success only, failed", []string{"--quit-on", "success"}, []string{"APP_EXIT=3"}, "", 3, 0, "200"},
+		{"not ready in time", []string{"--timeout", "100ms"}, nil, bins.app, 69, 1, "503"},
+		{"success only, failed", []string{"--quit-on", "success"}, []string{"APP_EXIT=3"}, bins.app, 3, 0, "200"},
 		{"success only, not found", []string{"--quit-on", "success"}, nil, "no-such-app", 127, 0, "200"},
-		{"success only, succeeded", []string{"--quit-on=success"}, nil, "", 0, 1, "200"},
+		{"success only, succeeded", []string{"--quit-on=success"}, nil, bins.app, 0, 1, "200"},
 		// The readiness port is closed; the quit goes to the other proxy.
-		{"wait disabled", nil, []string{"MESHGATE_DISABLED=true"}, "", 0, 1, "closed"},
+		{"wait disabled", nil, []string{"MESHGATE_DISABLED=true"}, bins.app, 0, 1, "closed"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -219,11 +211,7 @@ func TestSuperviseQuit(t *testing.T) {
 			if tc.phases != "closed" {
 				args = append(args, "--quit-url", quit)
 			}
-			app := bins.app
-			if tc.app != "" {
-				app = tc.app
-			}
-			g := start(t, append(append(args, "--"), app), tc.env...)
+			g := start(t, append(append(args, "--"), tc.app), tc.env...)
 			if code := g.Wait(); code != tc.code {
 				t.Errorf("exit %d, want %d\n%s", code, tc.code, &g.Stderr)
 			}
@@ -234,45 +222,46 @@ func TestSuperviseQuit(t *testing.T) {
 	}
 }
 
-// meshgate (host PID pid) is left with orphans that exit at once: it
-// reaps them, and the app's status is not stolen by the reaper.
-func checkReaped(t *testing.T, g *gate, pid int) {
-	t.Helper()
-	g.Expect("orphans:")
-	g.Expect("ready")
-	poll(t, "orphans reaped", func() bool {
-		entries, _ := filepath.Glob("/proc/[0-9]*/stat")
-		for _, e := range entries {
-			n, _ := strconv.Atoi(strings.Split(e, "/")[2])
-			if f := procStat(n); len(f) > 1 && f[0] == "Z" && f[1] == strconv.Itoa(pid) {
-				return false
-			}
-		}
-		return true
-	})
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if code := g.Wait(); code != 0 {
-		t.Errorf("exit %d, want the app's 0\n%s", code, &g.Stderr)
-	}
-}
-
+// The app leaves orphans that exit at once: meshgate, as a subreaper or as
+// process 1 of a PID namespace, reaps them, and the app's status is not
+// stolen by the reaper.
 func TestReapsOrphans(t *testing.T) {
 	t.Parallel()
 	_, ok, quit := ready(t)
 	args := []string{bins.meshgate, "--probe", ok, "--quit-url", quit, "--", bins.app}
-	t.Run("as subreaper", func(t *testing.T) {
-		t.Parallel()
-		g := supervise(t, exec.Command(args[0], args[1:]...), "APP_ORPHANS=5")
-		checkReaped(t, g, g.Cmd.Process.Pid)
-	})
-	t.Run("as PID 1", func(t *testing.T) {
-		t.Parallel()
-		root(t)
-		g := supervise(t, exec.Command("unshare", append([]string{"--pid", "--fork", "--kill-child"}, args...)...), "APP_ORPHANS=5")
-		checkReaped(t, g, childOf(t, g.Cmd.Process.Pid))
-	})
+	for _, pid1 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "as subreaper", true: "as PID 1"}[pid1], func(t *testing.T) {
+			t.Parallel()
+			cmd := exec.Command(args[0], args[1:]...)
+			if pid1 {
+				testkit.Need(t, "unshare")
+				cmd = exec.Command("unshare", append([]string{"--pid", "--fork", "--kill-child"}, args...)...)
+			}
+			g := supervise(t, cmd, "APP_ORPHANS=5")
+			pid := g.Cmd.Process.Pid
+			if pid1 {
+				pid = childOf(t, pid)
+			}
+			g.Expect("orphans:")
+			g.Expect("ready")
+			poll(t, "orphans reaped", func() bool {
+				entries, _ := filepath.Glob("/proc/[0-9]*/stat")
+				for _, e := range entries {
+					n, _ := strconv.Atoi(strings.Split(e, "/")[2])
+					if f := procStat(n); len(f) > 1 && f[0] == "Z" && f[1] == strconv.Itoa(pid) {
+						return false
+					}
+				}
+				return true
+			})
+			if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			if code := g.Wait(); code != 0 {
+				t.Errorf("exit %d, want the app's 0\n%s", code, &g.Stderr)
+			}
+		})
+	}
 }
 
 // A stop signal during the quit leaves it at most a second more, and the

@@ -36,10 +36,12 @@ import (
 )
 
 func main() {
-	switch os.Getenv("APP_ROLE") {
-	case "orphaner":
+	// The app's helpers are itself, told apart by an argv[0] that no test
+	// gives the app.
+	switch os.Args[0] {
+	case "app:orphaner":
 		orphaner()
-	case "zombie":
+	case "app:zombie":
 		os.Exit(0)
 	}
 	r := report.Report{
@@ -92,30 +94,19 @@ func die(s syscall.Signal) {
 // and returns the names of those received when SIGTERM comes.
 func catch() []string {
 	c := make(chan os.Signal, 64)
-	// Every signal a process may catch and that tests send.
-	signal.Notify(c, syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2,
-		syscall.SIGTERM, syscall.SIGWINCH, syscall.SIGURG, syscall.SIGCHLD, syscall.SIGALRM)
+	for s := range report.Signals {
+		signal.Notify(c, s)
+	}
 	fmt.Println("ready")
 	var got []string
 	for s := range c {
-		name := "SIG" + strings.ToUpper(strings.TrimPrefix(unixName(s.(syscall.Signal)), "SIG"))
-		got = append(got, name)
-		fmt.Println("got", name)
+		got = append(got, report.Signals[s.(syscall.Signal)])
+		fmt.Println("got", got[len(got)-1])
 		if s == syscall.SIGTERM {
 			return got
 		}
 	}
 	return got
-}
-
-func unixName(s syscall.Signal) string {
-	names := map[syscall.Signal]string{syscall.SIGHUP: "HUP", syscall.SIGINT: "INT", syscall.SIGQUIT: "QUIT",
-		syscall.SIGUSR1: "USR1", syscall.SIGUSR2: "USR2", syscall.SIGTERM: "TERM", syscall.SIGWINCH: "WINCH",
-		syscall.SIGURG: "URG", syscall.SIGCHLD: "CHLD", syscall.SIGALRM: "ALRM"}
-	if n, ok := names[s]; ok {
-		return n
-	}
-	return strconv.Itoa(int(s))
 }
 
 // orphans starts n children that each start a grandchild and exit at
@@ -124,7 +115,7 @@ func orphans(n int) {
 	var pids []string
 	for range n {
 		cmd := exec.Command("/proc/self/exe")
-		cmd.Env = withRole("orphaner")
+		cmd.Args[0] = "app:orphaner"
 		out, err := cmd.Output()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "app: orphaner: %v\n", err)
@@ -139,23 +130,12 @@ func orphans(n int) {
 // for it: the grandchild's zombie goes to whoever reaps orphans.
 func orphaner() {
 	cmd := exec.Command("/proc/self/exe")
-	cmd.Env = withRole("zombie")
+	cmd.Args[0] = "app:zombie"
 	if err := cmd.Start(); err != nil {
 		os.Exit(1)
 	}
 	fmt.Println(cmd.Process.Pid)
 	os.Exit(0)
-}
-
-// withRole is the environment with APP_ROLE set to role, and only once.
-func withRole(role string) []string {
-	env := []string{"APP_ROLE=" + role}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "APP_ROLE=") {
-			env = append(env, kv)
-		}
-	}
-	return env
 }
 
 func fetch(u string) string {

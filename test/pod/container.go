@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"os/exec"
@@ -60,12 +61,6 @@ type Container struct {
 	// Files are extra read-only files, container path → content,
 	// bind-mounted like ConfigMap items.
 	Files map[string]string
-	// Capabilities are given to the process ("CAP_NET_BIND_SERVICE") as
-	// Kubernetes' capabilities.add does: in the bounding, permitted and
-	// effective sets, which a non-root process loses at exec, having no
-	// file capabilities. Nil means none at all, not even in the bounding
-	// set: the least a non-root app needs.
-	Capabilities []string
 }
 
 // Mount mounts a pod volume (Pod.Volume, created on first use) at Path.
@@ -159,8 +154,8 @@ func (p *Pod) Start(c Container) *Process {
 	// container's exit status would be lost to whoever reaps it.
 	cmd := exec.Command("runc", "--root", p.root, "--log", pr.log, "--log-format", "json",
 		"run", "--bundle", bundle, pr.ID)
-	cmd.Stdout = &pr.stdout
-	cmd.Stderr = &pr.stderr
+	cmd.Stdout = io.MultiWriter(&pr.stdout, &pr.all)
+	cmd.Stderr = io.MultiWriter(&pr.stderr, &pr.all)
 	// A process the container left behind could hold our pipes open.
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
@@ -246,16 +241,10 @@ func (p *Pod) editSpec(spec map[string]any, c Container, img imageConfig, dir st
 		}
 		process["user"] = map[string]any{"uid": uid, "gid": gid}
 	}
-	caps := c.Capabilities
-	if caps == nil {
-		caps = []string{}
-	}
-	// Neither inheritable (left out since CVE-2022-29162) nor ambient
-	// (which needs inheritable): as with Kubernetes, where a non-root
-	// container gets no effective capabilities.
-	process["capabilities"] = map[string]any{
-		"bounding": caps, "effective": caps, "permitted": caps,
-	}
+	// None at all, not even in the bounding set: the least a non-root
+	// app needs, and what a pod that drops ALL gets.
+	none := []string{}
+	process["capabilities"] = map[string]any{"bounding": none, "effective": none, "permitted": none}
 
 	object(spec, "root")["readonly"] = c.ReadOnly
 	spec["hostname"] = p.Name

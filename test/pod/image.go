@@ -2,14 +2,17 @@ package pod
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/meshgate/meshgate/test/testkit"
 )
@@ -27,155 +30,95 @@ type Image struct {
 func (img *Image) String() string { return img.Layout + ":" + img.Tag }
 
 // imageConfig is the part of an OCI image configuration a container uses.
-type imageConfig struct {
-	Entrypoint []string
-	Cmd        []string
-	Env        []string
+type imageConfig = v1.Config
+
+// refName is the annotation that tags an image in an OCI layout.
+const refName = "org.opencontainers.image.ref.name"
+
+// tagged returns the layout's index and the descriptor tagged img.Tag.
+func (img *Image) tagged() (v1.ImageIndex, v1.Descriptor, error) {
+	index, err := layout.ImageIndexFromPath(img.Layout)
+	if err != nil {
+		return nil, v1.Descriptor{}, fmt.Errorf("image %s: %w", img, err)
+	}
+	m, err := index.IndexManifest()
+	if err != nil {
+		return nil, v1.Descriptor{}, fmt.Errorf("image %s: %w", img, err)
+	}
+	for _, d := range m.Manifests {
+		if d.Annotations[refName] == img.Tag {
+			return index, d, nil
+		}
+	}
+	return nil, v1.Descriptor{}, fmt.Errorf("image %s: tag not in index.json", img)
 }
 
-// config reads the configuration of img from its layout: index.json names
-// the manifest by tag, the manifest names the configuration blob.
+// config reads the configuration of img, a single-platform image.
 func (img *Image) config() (imageConfig, error) {
-	var index struct {
-		Manifests []struct {
-			MediaType   string            `json:"mediaType"`
-			Digest      string            `json:"digest"`
-			Annotations map[string]string `json:"annotations"`
-		} `json:"manifests"`
-	}
-	if err := img.readJSON(filepath.Join(img.Layout, "index.json"), &index); err != nil {
+	index, d, err := img.tagged()
+	if err != nil {
 		return imageConfig{}, err
 	}
-	for _, m := range index.Manifests {
-		if m.Annotations["org.opencontainers.image.ref.name"] != img.Tag {
-			continue
-		}
-		if m.MediaType != "application/vnd.oci.image.manifest.v1+json" {
-			return imageConfig{}, fmt.Errorf("image %s: %s, want a single-platform manifest", img, m.MediaType)
-		}
-		var manifest struct {
-			Config struct {
-				Digest string `json:"digest"`
-			} `json:"config"`
-		}
-		if err := img.readBlob(m.Digest, &manifest); err != nil {
-			return imageConfig{}, err
-		}
-		var config struct {
-			Config imageConfig `json:"config"`
-		}
-		if err := img.readBlob(manifest.Config.Digest, &config); err != nil {
-			return imageConfig{}, err
-		}
-		return config.Config, nil
+	if d.MediaType != types.OCIManifestSchema1 {
+		return imageConfig{}, fmt.Errorf("image %s: %s, want a single-platform manifest", img, d.MediaType)
 	}
-	return imageConfig{}, fmt.Errorf("image %s: tag not in index.json", img)
+	i, err := index.Image(d.Digest)
+	if err != nil {
+		return imageConfig{}, err
+	}
+	cf, err := i.ConfigFile()
+	if err != nil {
+		return imageConfig{}, fmt.Errorf("image %s: %w", img, err)
+	}
+	return cf.Config, nil
 }
 
 // Platform picks the image of one platform ("linux/amd64") out of img, a
 // multi-platform index, as a container runtime does when it pulls, and
-// returns it as its own single-image layout in the new directory dir,
-// tagged "OS-ARCH". The blobs are hard links to img's, or copies where
-// links cannot be made.
+// writes it as its own single-image layout to the new directory dir,
+// tagged "OS-ARCH".
 func (img *Image) Platform(dir, platform string) (*Image, error) {
-	osName, arch, ok := strings.Cut(platform, "/")
-	if !ok {
-		return nil, fmt.Errorf("platform %q: want OS/ARCH", platform)
-	}
-	type descriptor struct {
-		MediaType   string            `json:"mediaType"`
-		Digest      string            `json:"digest"`
-		Size        int64             `json:"size"`
-		Annotations map[string]string `json:"annotations,omitempty"`
-		Platform    *struct {
-			OS           string `json:"os"`
-			Architecture string `json:"architecture"`
-			Variant      string `json:"variant,omitempty"`
-		} `json:"platform,omitempty"`
-	}
-	type index struct {
-		SchemaVersion int          `json:"schemaVersion"`
-		MediaType     string       `json:"mediaType,omitempty"`
-		Manifests     []descriptor `json:"manifests"`
-	}
-	var top index
-	if err := img.readJSON(filepath.Join(img.Layout, "index.json"), &top); err != nil {
+	want, err := v1.ParsePlatform(platform)
+	if err != nil {
 		return nil, err
 	}
-	var list *index
-	for _, m := range top.Manifests {
-		if m.Annotations["org.opencontainers.image.ref.name"] != img.Tag {
-			continue
-		}
-		if m.MediaType != "application/vnd.oci.image.index.v1+json" {
-			return nil, fmt.Errorf("image %s: %s, want a multi-platform index", img, m.MediaType)
-		}
-		list = new(index)
-		if err := img.readBlob(m.Digest, list); err != nil {
-			return nil, err
-		}
+	index, d, err := img.tagged()
+	if err != nil {
+		return nil, err
 	}
-	if list == nil {
-		return nil, fmt.Errorf("image %s: tag not in index.json", img)
+	if d.MediaType != types.OCIImageIndex {
+		return nil, fmt.Errorf("image %s: %s, want a multi-platform index", img, d.MediaType)
 	}
-	var picked []descriptor
-	for _, m := range list.Manifests {
-		if m.Platform != nil && m.Platform.OS == osName && m.Platform.Architecture == arch {
-			picked = append(picked, m)
+	list, err := index.ImageIndex(d.Digest)
+	if err != nil {
+		return nil, err
+	}
+	m, err := list.IndexManifest()
+	if err != nil {
+		return nil, err
+	}
+	var picked []v1.Hash
+	for _, d := range m.Manifests {
+		if d.Platform != nil && d.Platform.OS == want.OS && d.Platform.Architecture == want.Architecture {
+			picked = append(picked, d.Digest)
 		}
 	}
 	if len(picked) != 1 {
 		return nil, fmt.Errorf("image %s: %d images for %s, want 1", img, len(picked), platform)
 	}
-	tag := osName + "-" + arch
-	picked[0].Annotations = map[string]string{"org.opencontainers.image.ref.name": tag}
-
-	blobs := filepath.Join(dir, "blobs", "sha256")
-	if err := os.MkdirAll(blobs, 0o755); err != nil {
-		return nil, err
-	}
-	entries, err := os.ReadDir(filepath.Join(img.Layout, "blobs", "sha256"))
-	if err != nil {
-		return nil, fmt.Errorf("image %s: %w", img, err)
-	}
-	for _, e := range entries {
-		src, dst := filepath.Join(img.Layout, "blobs", "sha256", e.Name()), filepath.Join(blobs, e.Name())
-		if err := os.Link(src, dst); err != nil {
-			if err := copyFile(dst, src, 0o644); err != nil {
-				return nil, err
-			}
-		}
-	}
-	b, err := json.Marshal(index{SchemaVersion: 2, MediaType: "application/vnd.oci.image.index.v1+json", Manifests: picked})
+	i, err := list.Image(picked[0])
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "index.json"), b, 0o644); err != nil {
+	tag := want.OS + "-" + want.Architecture
+	out, err := layout.Write(dir, empty.Index)
+	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644); err != nil {
+	if err := out.AppendImage(i, layout.WithAnnotations(map[string]string{refName: tag})); err != nil {
 		return nil, err
 	}
 	return &Image{Layout: dir, Tag: tag}, nil
-}
-
-func (img *Image) readBlob(digest string, v any) error {
-	alg, hex, ok := strings.Cut(digest, ":")
-	if !ok || strings.ContainsAny(hex, `/\.`) {
-		return fmt.Errorf("image %s: bad digest %q", img, digest)
-	}
-	return img.readJSON(filepath.Join(img.Layout, "blobs", alg, hex), v)
-}
-
-func (img *Image) readJSON(name string, v any) error {
-	b, err := os.ReadFile(name)
-	if err != nil {
-		return fmt.Errorf("image %s: %w", img, err)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("image %s: %s: %w", img, filepath.Base(name), err)
-	}
-	return nil
 }
 
 // BuildImage builds the "prebuilt" target of dockerfile offline with

@@ -9,14 +9,12 @@
 // (BuildImage, DockerfileImage) unpacked with umoci.
 //
 //	p := pod.New(t)
-//	install := p.Run(pod.Container{Name: "install", Image: img,
-//		Args:   []string{"install", "/meshgate"},
+//	p.Run(pod.Container{Name: "install", Image: img, Args: []string{"install", "/meshgate"},
 //		Mounts: []pod.Mount{{Volume: "bin", Path: "/meshgate"}}})
 //	app := p.Start(pod.Container{Name: "app", Rootfs: pod.Scratch(t, map[string]string{"/app": appBin}),
 //		Command: []string{"/meshgate/meshgate", "--", "/app"}, User: "65532:65532", ReadOnly: true,
 //		Mounts: []pod.Mount{{Volume: "bin", Path: "/meshgate", ReadOnly: true}}})
-//	err := app.WaitOutput("listening", 5*time.Second)
-//	err = app.Kill(syscall.SIGTERM)
+//	err := app.WaitOutput("ready", 5*time.Second)
 //	code := app.Wait()
 //
 // Everything a pod creates is removed when its test ends, also when the
@@ -42,6 +40,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshgate/meshgate/test/testkit"
 )
 
 // toolTimeout bounds each short helper command (ip, runc spec, runc kill,
@@ -49,28 +49,11 @@ import (
 const toolTimeout = 30 * time.Second
 
 // Available skips t unless it runs as root with runc, ip and the given
-// extra tools (such as "buildah" or "umoci") installed. With CI=true it
-// fails t instead: a skipped end-to-end test must not pass a CI run.
+// extra tools (such as "buildah" or "umoci") installed, as testkit.Need
+// does.
 func Available(t testing.TB, tools ...string) {
 	t.Helper()
-	var missing []string
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root")
-	}
-	for _, tool := range append([]string{"runc", "ip"}, tools...) {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
-		}
-	}
-	if len(missing) == 0 {
-		return
-	}
-	msg := fmt.Sprintf("pod tests need %s: run them as root with runc, umoci and buildah installed (.ci/run installs them)",
-		strings.Join(missing, ", "))
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg + "; CI=true, so this fails instead of skipping")
-	}
-	t.Skip(msg)
+	testkit.Need(t, append([]string{"runc", "ip"}, tools...)...)
 }
 
 // Pod is a set of containers sharing a network namespace and volumes.

@@ -2,6 +2,7 @@ package pod_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -61,11 +62,6 @@ func TestContainers(t *testing.T) {
 			check: func(r *report.Report) bool { return r.UID == 1000 && r.GID == 0 }},
 		{c: pod.Container{Name: "root"},
 			check: func(r *report.Report) bool { return r.UID == 0 && r.CapBnd == noCaps && r.CapEff == noCaps }},
-		{c: pod.Container{Name: "root-bind", Capabilities: []string{"CAP_NET_BIND_SERVICE"}},
-			check: func(r *report.Report) bool { return r.CapBnd == "0000000000000400" && r.CapEff == "0000000000000400" }},
-		// As in Kubernetes: bounded, but lost at exec by a non-root process.
-		{c: pod.Container{Name: "nonroot-bind", User: "65532", Capabilities: []string{"CAP_NET_BIND_SERVICE"}},
-			check: func(r *report.Report) bool { return r.CapBnd == "0000000000000400" && r.CapEff == noCaps }},
 		{c: pod.Container{Name: "ro-volume", Mounts: ro}, report: "/data/r.json", code: 1, stderr: "read-only file system"},
 		{c: pod.Container{Name: "ro-root", ReadOnly: true}, report: "/r.json", code: 1, stderr: "read-only file system"},
 		{c: pod.Container{Name: "ro-file", Files: map[string]string{"/etc/app/conf": "x"}}, report: "/etc/app/conf", code: 1, stderr: "read-only file system"},
@@ -97,66 +93,10 @@ func TestContainers(t *testing.T) {
 	}
 }
 
-// The containers of a pod share localhost; "localhost" resolves only with
-// an /etc/hosts, as a static Go program asks DNS otherwise, and there is
-// no DNS server in the pod.
-func TestLocalhost(t *testing.T) {
-	t.Parallel()
-	rootfs := appRoot(t)
-	p := pod.New(t)
-	server := p.Start(pod.Container{Name: "server",
-		Rootfs:  pod.Scratch(t, map[string]string{"/emulator": testkit.Tool(t, "./test/emulator")}),
-		Command: []string{"/emulator", "--listen", "127.0.0.1:8080", "--phases", "200"}})
-	if err := server.WaitOutput("emulator ", 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	for _, hosts := range []bool{false, true} {
-		name := map[bool]string{false: "without", true: "with"}[hosts]
-		got := p.Run(pod.Container{Name: name, Rootfs: rootfs, Hosts: hosts, ReadOnly: true, Command: []string{"/app"},
-			Env:    []string{"APP_REPORT=/out/" + name + ".json", "APP_FETCH=http://localhost:8080/healthz/ready"},
-			Mounts: []pod.Mount{out}})
-		r := appReport(t, p, name)
-		if got.Code != 0 || r == nil || r.Hosts != hosts {
-			t.Fatalf("%s /etc/hosts: exit %d, report %+v\n%s", name, got.Code, r, got.Stderr)
-		}
-		if want := map[bool]string{false: "lookup localhost", true: "200 OK"}[hosts]; !strings.Contains(r.Fetch, want) {
-			t.Errorf("%s /etc/hosts: the app's request got %q, want %q", name, r.Fetch, want)
-		}
-	}
-}
-
-func TestKill(t *testing.T) {
-	t.Parallel()
-	rootfs := appRoot(t)
-	p := pod.New(t)
-	// The process 1 of the container gets the signal and its own exit
-	// code comes back.
-	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
-		name := strings.ToLower(sig.String()[:4])
-		c := p.Start(pod.Container{Name: name, Rootfs: rootfs, Command: []string{"/app"},
-			Env: []string{"APP_SIGNALS=1", "APP_EXIT=3"}})
-		if err := c.WaitOutput("ready", 10*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		if pid, err := c.PID(); err != nil || pid <= 1 {
-			t.Errorf("%s: host PID %d, %v; want > 1", name, pid, err)
-		}
-		if err := c.Kill(sig); err != nil {
-			t.Fatal(err)
-		}
-		want := map[syscall.Signal]int{syscall.SIGTERM: 3, syscall.SIGKILL: 137}[sig]
-		if code := c.Wait(); code != want {
-			t.Errorf("%s: exit code after %v: got %d, want %d\n%s", name, sig, code, want, c.Stdout())
-		}
-		if err := c.Kill(syscall.SIGTERM); err == nil {
-			t.Errorf("%s: Kill after exit: got no error, want one", name)
-		}
-	}
-}
-
-// A pod leaves nothing behind: its containers' processes, its network
-// namespace.
-func TestCleanup(t *testing.T) {
+// The process 1 of a container gets the signal and its own exit code comes
+// back; a pod leaves nothing behind: its containers' processes, its
+// network namespace.
+func TestKillAndCleanup(t *testing.T) {
 	t.Parallel()
 	rootfs := appRoot(t)
 	var name string
@@ -164,15 +104,30 @@ func TestCleanup(t *testing.T) {
 	t.Run("pod", func(t *testing.T) {
 		p := pod.New(t)
 		name = p.Name
-		c := p.Start(pod.Container{Name: "sleeper", Rootfs: rootfs, Command: []string{"/app"}, Env: []string{"APP_SIGNALS=1"}})
-		if err := c.WaitOutput("ready", 10*time.Second); err != nil {
-			t.Fatal(err)
+		for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL, 0} {
+			c := p.Start(pod.Container{Name: fmt.Sprintf("sig%d", sig), Rootfs: rootfs, Command: []string{"/app"},
+				Env: []string{"APP_SIGNALS=1", "APP_EXIT=3"}})
+			if err := c.WaitOutput("ready", 10*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			if pid, err = c.PID(); err != nil || pid <= 1 {
+				t.Fatalf("%s: host PID %d, %v; want > 1", c.Name, pid, err)
+			}
+			if sig == 0 {
+				return // with the container running, as a failing test would
+			}
+			if err := c.Kill(sig); err != nil {
+				t.Fatal(err)
+			}
+			want := map[syscall.Signal]int{syscall.SIGTERM: 3, syscall.SIGKILL: 137}[sig]
+			if code := c.Wait(); code != want {
+				t.Errorf("exit code after %v: got %d, want %d\n%s", sig, code, want, c.Stdout())
+			}
+			if err := c.Kill(syscall.SIGTERM); err == nil {
+				t.Errorf("%s: Kill after exit: got no error, want one", c.Name)
+			}
 		}
-		var err error
-		if pid, err = c.PID(); err != nil {
-			t.Fatal(err)
-		}
-		// Ends with the container running, as a failing test would.
 	})
 	if _, err := os.Stat(filepath.Join("/run/netns", name)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("netns %s after cleanup: got %v, want it not to exist", name, err)

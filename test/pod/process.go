@@ -29,6 +29,7 @@ type Process struct {
 	log    string // runc --log, JSON lines
 	stdout testkit.Output
 	stderr testkit.Output
+	all    testkit.Output // both
 
 	done chan struct{} // closed once code and err are set
 	code int
@@ -100,26 +101,14 @@ func (pr *Process) PID() (int, error) {
 // first; when the test fails, the pod's cleanup logs every container's
 // output.
 func (pr *Process) WaitOutput(s string, timeout time.Duration) error {
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	for {
-		out, outChanged := pr.stdout.Snapshot()
-		errOut, errChanged := pr.stderr.Snapshot()
-		if strings.Contains(out, s) || strings.Contains(errOut, s) {
-			return nil
-		}
-		select {
-		case <-outChanged:
-		case <-errChanged:
-		case <-pr.done:
-			// All output is in once runc has been waited for.
-			if strings.Contains(pr.Stdout(), s) || strings.Contains(pr.Stderr(), s) {
-				return nil
-			}
-			return fmt.Errorf("container %s: ended (%s) before writing %q", pr.Name, pr.status(), s)
-		case <-timer.C:
-			return fmt.Errorf("container %s: no %q after %v", pr.Name, s, timeout)
-		}
+	if pr.all.WaitFor(s, timeout, pr.done) {
+		return nil
+	}
+	select {
+	case <-pr.done:
+		return fmt.Errorf("container %s: ended (%s) before writing %q", pr.Name, pr.status(), s)
+	default:
+		return fmt.Errorf("container %s: no %q after %v", pr.Name, s, timeout)
 	}
 }
 

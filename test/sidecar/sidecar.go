@@ -87,7 +87,6 @@ type Emulator struct {
 	srv      *http.Server
 	served   chan struct{}
 	readyAt  time.Time
-	ready    chan struct{}
 	once     sync.Once
 	requests atomic.Int64
 	busy     atomic.Int64 // nanoseconds spent answering
@@ -116,7 +115,6 @@ func (e *Emulator) Set(s State) error {
 	e.state = s
 	if s.Ready() && e.readyAt.IsZero() {
 		e.readyAt = now
-		close(e.ready)
 	}
 	if e.OnPhase != nil {
 		e.OnPhase(s, now)
@@ -153,12 +151,6 @@ func (e *Emulator) Run(ctx context.Context, phases []Phase) error {
 	}
 	<-ctx.Done()
 	return nil
-}
-
-// Ready is closed when the emulator first answers ready.
-func (e *Emulator) Ready() <-chan struct{} {
-	e.init()
-	return e.ready
 }
 
 // ReadyAt is when the emulator first answered ready, or zero.
@@ -200,7 +192,6 @@ func (e *Emulator) Close() {
 
 func (e *Emulator) init() {
 	e.once.Do(func() {
-		e.ready = make(chan struct{})
 		e.quitted = make(chan struct{})
 		e.asked = make(chan struct{})
 	})
@@ -260,13 +251,9 @@ func (e *Emulator) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	code, _ := strconv.Atoi(string(s))
-	body := "not ready\n"
-	if s.Ready() {
-		body = "ready\n"
-	}
 	w.Header().Set("Content-Type", "text/plain")
 	w.WriteHeader(code)
-	_, _ = w.Write([]byte(body))
+	_, _ = w.Write([]byte(map[bool]string{true: "ready\n", false: "not ready\n"}[s.Ready()]))
 	e.requests.Add(1)
 	e.busy.Add(int64(time.Since(start)))
 }
@@ -288,12 +275,10 @@ func (e *Emulator) quit(w http.ResponseWriter, r *http.Request) {
 	case answer == Hang:
 		<-r.Context().Done()
 		return
-	case answer == "404":
-		http.Error(w, "shutdown endpoint is not enabled", http.StatusNotFound)
-		return
 	case !answer.Ready():
+		// A 404 says what Linkerd says when shutdown is not enabled.
 		code, _ := strconv.Atoi(string(answer))
-		http.Error(w, "cannot quit", code)
+		http.Error(w, map[bool]string{true: "shutdown endpoint is not enabled", false: "cannot quit"}[code == 404], code)
 		return
 	}
 	_, _ = w.Write([]byte("OK\n"))

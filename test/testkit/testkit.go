@@ -153,6 +153,30 @@ func Tool(t testing.TB, pkg string) string {
 	return must(t, p, err)
 }
 
+// Need skips t unless it runs as root with the given tools installed. With
+// CI=true it fails t instead: CI runs as root with every tool, and a
+// skipped end-to-end test there would hide a broken pipeline.
+func Need(t testing.TB, tools ...string) {
+	t.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root")
+	}
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	msg := fmt.Sprintf("needs %s: run the tests as root with the tools .ci/run installs (sudo make test)", strings.Join(missing, ", "))
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg + "; CI=true, so this fails instead of skipping")
+	}
+	t.Skip(msg)
+}
+
 // ModuleRoot finds the directory of go.mod above the working directory,
 // which for a test is its package directory.
 func ModuleRoot() (string, error) {

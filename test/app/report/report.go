@@ -2,6 +2,8 @@
 // app that writes it and the tests that read it share one definition.
 package report
 
+import "syscall"
+
 // Report is what the app saw.
 type Report struct {
 	PID       int      `json:"pid"`
@@ -18,3 +20,9 @@ type Report struct {
 	Fetch     string   `json:"fetch,omitempty"` // status line or error
 	Signals   []string `json:"signals,omitempty"`
 }
+
+// Signals are the signals the app catches with APP_SIGNALS (all those
+// that tests send and a process may catch), by the names it reports.
+var Signals = map[syscall.Signal]string{syscall.SIGHUP: "SIGHUP", syscall.SIGINT: "SIGINT", syscall.SIGQUIT: "SIGQUIT",
+	syscall.SIGUSR1: "SIGUSR1", syscall.SIGUSR2: "SIGUSR2", syscall.SIGTERM: "SIGTERM", syscall.SIGWINCH: "SIGWINCH",
+	syscall.SIGURG: "SIGURG", syscall.SIGCHLD: "SIGCHLD", syscall.SIGALRM: "SIGALRM"}
