@@ -9,11 +9,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/meshgate/meshgate/test/testkit"
 )
 
 // The examples under inject/ have no meshgate in them: these tests run
@@ -22,27 +23,11 @@ import (
 // kustomize, and check what comes out as TestExamples checks the other
 // examples.
 
-var injectOnce struct {
-	sync.Once
-	path string
-	err  error
-}
-
 // injector returns meshgate-inject: MESHGATE_INJECT_BIN, or one built for
 // the run.
 func injector(t *testing.T) string {
 	t.Helper()
-	injectOnce.Do(func() {
-		if p := os.Getenv("MESHGATE_INJECT_BIN"); p != "" {
-			injectOnce.path, injectOnce.err = filepath.Abs(p)
-			return
-		}
-		injectOnce.path, injectOnce.err = goBuild(scratch, "meshgate-inject")
-	})
-	if injectOnce.err != nil {
-		t.Fatal(injectOnce.err)
-	}
-	return injectOnce.path
+	return testkit.Inject(t)
 }
 
 // tool finds helm or kustomize on the PATH or where go install puts it.

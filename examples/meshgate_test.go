@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meshgate/meshgate/test/testkit"
 )
 
 // The examples are checked against the real meshgate: the binary named by
@@ -22,22 +24,16 @@ import (
 // and every meshgate command line of a manifest is run by the binary
 // itself, so the examples cannot drift from the code.
 
-// scratch holds the built binaries and the installs; TestMain removes it.
+// scratch holds the installs; it goes with testkit's builds.
 var scratch string
 
 // loadBinary builds (or finds) meshgate and reads its help, once.
 var loadBinary = sync.OnceValues(newBinary)
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "meshgate-examples-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	scratch = dir
-	code := m.Run()
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
+	var err error
+	scratch, err = testkit.Once("scratch", func(dir string) (string, error) { return dir, nil })
+	testkit.Main(m, err)
 }
 
 // meshgate returns the binary the examples are checked against.
@@ -65,31 +61,10 @@ type flagHelp struct {
 	env   string // the variable that stands for it
 }
 
-// buildTimeout bounds "go build", which may have to compile everything.
-const buildTimeout = 5 * time.Minute
-
-// goBuild builds the command cmd/NAME of this module into dir.
-func goBuild(dir, name string) (string, error) {
-	out := filepath.Join(dir, name)
-	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/meshgate/meshgate/cmd/"+name)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/%s: %v\n%s", name, err, msg)
-	}
-	return out, nil
-}
-
 func newBinary() (*binary, error) {
-	b := &binary{path: os.Getenv("MESHGATE_BIN"), modes: map[string]bool{}, flags: map[string]flagHelp{}, vars: map[string]string{}}
+	b := &binary{modes: map[string]bool{}, flags: map[string]flagHelp{}, vars: map[string]string{}}
 	var err error
-	if b.path == "" {
-		b.path, err = goBuild(scratch, "meshgate")
-	} else {
-		b.path, err = filepath.Abs(b.path)
-	}
-	if err != nil {
+	if b.path, err = testkit.Binary("MESHGATE_BIN", "./cmd/meshgate"); err != nil {
 		return nil, err
 	}
 	// The help lists the modes in its usage lines, then the flags of all.

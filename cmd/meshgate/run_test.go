@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshgate/meshgate/test/testkit"
 )
 
 func TestParse(t *testing.T) {
@@ -208,23 +210,6 @@ func server(t *testing.T, status int) string {
 	return srv.URL + "/ready"
 }
 
-// logLines decodes the JSON log lines on stderr.
-func logLines(t *testing.T, stderr string) []map[string]any {
-	t.Helper()
-	var lines []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(stderr), "\n") {
-		if l == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatalf("log line %q is not JSON: %v", l, err)
-		}
-		lines = append(lines, m)
-	}
-	return lines
-}
-
 func TestCheckAndWait(t *testing.T) {
 	ready, notReady := server(t, 200), server(t, 503)
 	tests := []struct {
@@ -252,7 +237,7 @@ func TestCheckAndWait(t *testing.T) {
 				return
 			}
 			found := 0
-			for _, l := range logLines(t, stderr.String()) {
+			for _, l := range testkit.LogLines(t, stderr.String()) {
 				if l["msg"] == tc.msg {
 					found++
 				}
@@ -288,7 +273,7 @@ func TestWaitOnTimeout(t *testing.T) {
 		if code != tc.code {
 			t.Errorf("--on-timeout %s: code %d, want %d", tc.onTimeout, code, tc.code)
 		}
-		lines := logLines(t, stderr.String())
+		lines := testkit.LogLines(t, stderr.String())
 		last := lines[len(lines)-1]
 		if last["level"] != tc.level || !strings.Contains(last["error"].(string), "proxy not ready after") {
 			t.Errorf("--on-timeout %s: last log line %v, want a %s naming the timeout", tc.onTimeout, last, tc.level)

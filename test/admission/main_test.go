@@ -35,6 +35,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshgate/meshgate/test/kubeapi"
+	"github.com/meshgate/meshgate/test/testkit"
 	"github.com/meshgate/meshgate/test/tlspair"
 )
 
@@ -72,6 +73,7 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	defer testkit.RemoveBuilds()
 	env.dir = dir
 	if err := start(dir, bins); err != nil {
 		env.err = err
@@ -89,13 +91,9 @@ func testMain(m *testing.M) int {
 }
 
 func start(dir, bins string) error {
-	env.inject = os.Getenv("MESHGATE_INJECT_BIN")
-	if env.inject == "" {
-		env.inject = filepath.Join(dir, "meshgate-inject")
-		out, err := exec.Command("go", "build", "-o", env.inject, "../../cmd/meshgate-inject").CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("build meshgate-inject: %v\n%s", err, out)
-		}
+	var err error
+	if env.inject, err = testkit.Binary("MESHGATE_INJECT_BIN", "./cmd/meshgate-inject"); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()

@@ -53,12 +53,19 @@ func Main(m *testing.M, setup ...error) {
 	} else {
 		code = m.Run()
 	}
+	RemoveBuilds()
+	os.Exit(code)
+}
+
+// RemoveBuilds removes what Once made, for a TestMain that does not end
+// in Main.
+func RemoveBuilds() {
 	builds.mu.Lock()
+	defer builds.mu.Unlock()
 	if builds.dir != "" {
 		_ = os.RemoveAll(builds.dir)
+		builds.dir = ""
 	}
-	builds.mu.Unlock()
-	os.Exit(code)
 }
 
 // Once runs make once per key for the whole test binary, in a new
