@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"os"
 	"os/exec"
@@ -154,8 +153,8 @@ func (p *Pod) Start(c Container) *Process {
 	// container's exit status would be lost to whoever reaps it.
 	cmd := exec.Command("runc", "--root", p.root, "--log", pr.log, "--log-format", "json",
 		"run", "--bundle", bundle, pr.ID)
-	cmd.Stdout = io.MultiWriter(&pr.stdout, &pr.all)
-	cmd.Stderr = io.MultiWriter(&pr.stderr, &pr.all)
+	cmd.Stdout = &pr.stdout
+	cmd.Stderr = &pr.stderr
 	// A process the container left behind could hold our pipes open.
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {

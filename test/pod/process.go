@@ -29,7 +29,6 @@ type Process struct {
 	log    string // runc --log, JSON lines
 	stdout testkit.Output
 	stderr testkit.Output
-	all    testkit.Output // both
 
 	done chan struct{} // closed once code and err are set
 	code int
@@ -101,7 +100,7 @@ func (pr *Process) PID() (int, error) {
 // first; when the test fails, the pod's cleanup logs every container's
 // output.
 func (pr *Process) WaitOutput(s string, timeout time.Duration) error {
-	if pr.all.WaitFor(s, timeout, pr.done) {
+	if testkit.WaitFor(s, timeout, pr.done, &pr.stdout, &pr.stderr) {
 		return nil
 	}
 	select {

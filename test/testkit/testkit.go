@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -301,24 +302,62 @@ func (o *Output) Snapshot() (string, <-chan struct{}) {
 	return o.buf.String(), o.changed
 }
 
-// WaitFor waits until the output contains s, and reports whether it did
-// before timeout passed or done was closed.
+// WaitFor waits until the output contains s, as WaitFor does.
 func (o *Output) WaitFor(s string, timeout time.Duration, done <-chan struct{}) bool {
+	return WaitFor(s, timeout, done, o)
+}
+
+// WaitFor waits until one of outs contains s, and reports whether one did
+// before timeout passed or done was closed.
+func WaitFor(s string, timeout time.Duration, done <-chan struct{}, outs ...*Output) bool {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
+	contains := func() bool {
+		return slices.ContainsFunc(outs, func(o *Output) bool { return strings.Contains(o.String(), s) })
+	}
 	for {
-		out, changed := o.Snapshot()
-		if strings.Contains(out, s) {
+		// Snapshots first, then the look: a write in between has closed
+		// a channel, and the loop looks again.
+		changed := make([]<-chan struct{}, len(outs))
+		for i, o := range outs {
+			_, changed[i] = o.Snapshot()
+		}
+		if contains() {
 			return true
 		}
+		stop := make(chan struct{})
+		ended, timedOut := false, false
 		select {
-		case <-changed:
+		case <-anyOf(stop, changed):
 		case <-done:
-			return strings.Contains(o.String(), s)
+			ended = true
 		case <-timer.C:
+			timedOut = true
+		}
+		close(stop)
+		if ended {
+			return contains()
+		}
+		if timedOut {
 			return false
 		}
 	}
+}
+
+// anyOf returns a channel closed once any of cs is, until stop is closed.
+func anyOf(stop <-chan struct{}, cs []<-chan struct{}) <-chan struct{} {
+	out := make(chan struct{})
+	var once sync.Once
+	for _, c := range cs {
+		go func() {
+			select {
+			case <-c:
+				once.Do(func() { close(out) })
+			case <-stop:
+			}
+		}()
+	}
+	return out
 }
 
 // Proc is a process started by Start, its output watched.
