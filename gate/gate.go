@@ -67,6 +67,12 @@ type Gate struct {
 	Settle func()
 	// Log receives the gate's log lines; nil discards them.
 	Log *zap.Logger
+	// Waiting, if not nil, is called once, when the first attempt of a
+	// wait finds the proxy not ready: the wait is going to take a while.
+	// main sets the runtime up for a long, quiet wait then, and not
+	// before, so that a proxy already ready meets a start-up as short as
+	// can be.
+	Waiting func()
 	// ProgressEvery is how often a "still waiting" line is logged; 0 means
 	// DefaultProgressEvery.
 	ProgressEvery time.Duration
@@ -202,6 +208,9 @@ func (w *waiting) attempt() error {
 
 // notify logs an attempt that was not ready, before the pause.
 func (w *waiting) notify(_ error, pause time.Duration) {
+	if w.attempts == 1 && w.g.Waiting != nil {
+		w.g.Waiting()
+	}
 	log := w.g.log()
 	if log.Core().Enabled(zapcore.DebugLevel) {
 		for i, p := range w.pending {

@@ -56,7 +56,7 @@ func logged(level zapcore.Level) (*zap.Logger, *observer.ObservedLogs) {
 
 // A wait retries until ready, and meanwhile logs progress every 5 s and
 // drops the signals that do not stop it; a probe that passed is not asked
-// again, and a ready proxy costs no pause at all.
+// again, and a ready proxy costs no pause at all (nor the Waiting hook).
 func TestWaitRetriesUntilReady(t *testing.T) {
 	for _, fails := range []int64{0, 200} {
 		synctest.Test(t, func(t *testing.T) {
@@ -65,9 +65,13 @@ func TestWaitRetriesUntilReady(t *testing.T) {
 			sigs <- syscall.SIGUSR1
 			sigs <- syscall.SIGWINCH
 			log, logs := logged(zap.DebugLevel)
-			start := time.Now()
-			if err := (&Gate{Probes: []probe.Probe{ready, slow}, Signals: sigs, Log: log, Pacer: steady}).Wait(t.Context()); err != nil {
+			start, waiting := time.Now(), 0
+			g := &Gate{Probes: []probe.Probe{ready, slow}, Signals: sigs, Log: log, Pacer: steady, Waiting: func() { waiting++ }}
+			if err := g.Wait(t.Context()); err != nil {
 				t.Fatalf("Wait = %v, want nil", err)
+			}
+			if want := min(int(fails), 1); waiting != want {
+				t.Errorf("Waiting called %d times, want %d: once when the first attempt fails", waiting, want)
 			}
 			if ready.calls.Load() != 1 || slow.calls.Load() != fails+1 || !ready.closed.Load() || !slow.closed.Load() {
 				t.Errorf("calls = %d and %d, want 1 and %d, and both closed", ready.calls.Load(), slow.calls.Load(), fails+1)
