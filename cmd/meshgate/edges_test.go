@@ -24,24 +24,23 @@ func TestPrecedence(t *testing.T) {
 	tests := []struct {
 		args       []string
 		env        []string
-		probes     []string
-		preset     string
+		endpoints  string // the probes and the quit URLs
 		overridden []string
 	}{
-		{[]string{"check", "--preset", "linkerd"}, []string{"MESHGATE_PROBE=tcp://127.0.0.1:1"}, nil, "linkerd", []string{"MESHGATE_PROBE"}},
-		{[]string{"check", "--probe", "tcp://127.0.0.1:2"}, []string{"MESHGATE_PRESET=linkerd"}, []string{"tcp://127.0.0.1:2"}, "linkerd", nil},
-		{[]string{"check"}, []string{"MESHGATE_PRESET=linkerd", "MESHGATE_PROBE=tcp://127.0.0.1:3"}, []string{"tcp://127.0.0.1:3"}, "linkerd", nil},
-		{[]string{"check", "--preset", "kuma", "--probe", "tcp://127.0.0.1:4"}, nil, []string{"tcp://127.0.0.1:4"}, "kuma", nil},
-		{[]string{"quit", "--preset", "linkerd"}, []string{"MESHGATE_QUIT_URL=http://127.0.0.1:5/q"}, nil, "linkerd", []string{"MESHGATE_QUIT_URL"}},
+		{[]string{"check", "--preset", "linkerd"}, []string{"MESHGATE_PROBE=tcp://127.0.0.1:1"}, "[http://localhost:4191/ready] []", []string{"MESHGATE_PROBE"}},
+		{[]string{"check", "--probe", "tcp://127.0.0.1:2"}, []string{"MESHGATE_PRESET=linkerd"}, "[tcp://127.0.0.1:2] []", nil},
+		{[]string{"check"}, []string{"MESHGATE_PRESET=linkerd", "MESHGATE_PROBE=tcp://127.0.0.1:3"}, "[tcp://127.0.0.1:3] []", nil},
+		{[]string{"check", "--preset", "kuma", "--probe", "tcp://127.0.0.1:4"}, nil, "[tcp://127.0.0.1:4] []", nil},
+		{[]string{"quit", "--preset", "linkerd"}, []string{"MESHGATE_QUIT_URL=http://127.0.0.1:5/q"}, "[] [http://localhost:4191/shutdown]", []string{"MESHGATE_QUIT_URL"}},
 	}
 	for _, tc := range tests {
 		cfg, err := parse(tc.args, tc.env)
 		if err != nil {
 			t.Fatalf("parse(%q, %q): %v", tc.args, tc.env, err)
 		}
-		if fmt.Sprint(cfg.probes) != fmt.Sprint(tc.probes) || cfg.preset != tc.preset || fmt.Sprint(cfg.overridden) != fmt.Sprint(tc.overridden) {
-			t.Errorf("parse(%q, %q): probes %q, preset %q, overridden %q; want %q, %q, %q",
-				tc.args, tc.env, cfg.probes, cfg.preset, cfg.overridden, tc.probes, tc.preset, tc.overridden)
+		if endpoints := fmt.Sprint(cfg.probes, cfg.quitURLs); endpoints != tc.endpoints || fmt.Sprint(cfg.overridden) != fmt.Sprint(tc.overridden) {
+			t.Errorf("parse(%q, %q): endpoints %s, overridden %q; want %s, %q",
+				tc.args, tc.env, endpoints, cfg.overridden, tc.endpoints, tc.overridden)
 		}
 	}
 	// The probe that runs is the preset's, and the override is logged.
@@ -205,8 +204,8 @@ func TestKumaPreset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if probes, err := buildProbes(cfg); err != nil || len(probes) != 1 || probes[0].String() != "http://localhost:9902/ready" {
-		t.Errorf("check --preset kuma probes %v (%v), want kuma-dp's readiness port 9902", probes, err)
+	if len(cfg.probes) != 1 || cfg.probes[0].String() != "http://localhost:9902/ready" {
+		t.Errorf("check --preset kuma probes %v, want kuma-dp's readiness port 9902", cfg.probes)
 	}
 	for _, args := range [][]string{{"--quit", "--preset", "kuma", "--", "/app"}, {"quit", "--preset", "kuma"}} {
 		var stderr bytes.Buffer

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"io"
+	"net/url"
+	"os"
 	"sort"
 	"strings"
 	"syscall"
@@ -26,12 +28,12 @@ const defaultProbe = "http://localhost:15020/healthz/ready"
 // reader).
 const defaultForward = "TERM,INT,HUP,QUIT,USR1,USR2,WINCH"
 
-// config is everything the command line and the environment say, checked
-// and nothing more. run builds the components from it.
+// config is what the command line and the environment say, checked and
+// turned into the values the components take: run builds them from it
+// alone, and hands the environment on only to the command.
 type config struct {
-	mode           string // "" (wrap), "wait", "check", "quit", "install", "version", "help"
-	probes         []string
-	preset         string
+	mode           string        // "" (wrap), "wait", "check", "quit", "install", "version", "help"
+	probes         []probe.Probe // --probe, or the --preset's, or Istio's
 	timeout        time.Duration
 	attemptTimeout time.Duration
 	pollRefused    time.Duration
@@ -43,25 +45,44 @@ type config struct {
 	onTimeout      string
 	insecure       bool
 	disabled       bool
-	quit           bool
-	quitURLs       []string
-	quitOn         string
-	quitRemote     bool
-	quitTimeout    time.Duration
-	forward        []syscall.Signal
-	logFormat      string
-	logLevel       string
-	command        []string        // the command to run; for install, the destination
-	unknownEnv     []string        // MESHGATE_* variables that name no flag
-	given          map[string]bool // flags set on the command line or by a variable
-	fromEnv        map[string]bool // flags set by a variable
-	overridden     []string        // variables the command line's --preset overrides
+	// supervise is set by --quit or --quit-url: the command runs as a
+	// child, and the proxy is told to quit when it ends.
+	supervise   bool
+	quitURLs    []*url.URL // where a quit is POSTed: after a supervised command, or by the quit mode
+	quitOn      string
+	quitTimeout time.Duration
+	forward     []os.Signal // besides the stop signals
+	logFormat   string
+	logLevel    string
+	command     []string // wrap: the command and its arguments
+	installDest string   // install: where the binary goes
+	helpTopic   string   // help: the mode to show help for; "" for meshgate's own
+	unknownEnv  []string // MESHGATE_* variables that name no flag
+	overridden  []string // variables the command line's --preset overrides
+}
+
+// flagText holds the flags whose text parse turns into other values of
+// the config.
+type flagText struct {
+	probes     []string
+	preset     string
+	quit       bool // --quit
+	quitURLs   []string
+	quitRemote bool
+	forward    string
+}
+
+// parser holds what parse knows of where each flag's value came from.
+type parser struct {
+	m       mode
+	fs      *pflag.FlagSet
+	fromEnv map[string]bool // flags set by a variable
 }
 
 // fromVariable names the variable that set flag in err, if one did; an
 // error about a flag's value names the value already.
-func (c config) fromVariable(flag string, err error) error {
-	if !c.fromEnv[flag] {
+func (p *parser) fromVariable(flag string, err error) error {
+	if !p.fromEnv[flag] {
 		return err
 	}
 	return gate.Usagef("%s: %v", envName(flag), err)
@@ -69,40 +90,37 @@ func (c config) fromVariable(flag string, err error) error {
 
 // src names where a flag's value came from, for an error: the variable
 // that set it, or the flag.
-func (c config) src(flag string) string {
-	if c.fromEnv[flag] {
+func (p *parser) src(flag string) string {
+	if p.fromEnv[flag] {
 		return envName(flag)
 	}
 	return "--" + flag
 }
 
-// quits reports whether the proxy is to be told to quit after the command.
-func (c config) quits() bool { return c.quit || len(c.quitURLs) > 0 }
-
 // mode describes one subcommand and the flag groups it takes.
 type mode struct {
-	name     string
-	synopsis string
-	about    string
-	probes   bool // --probe, --preset, --attempt-timeout, --disabled, ...
-	waits    bool // --timeout, --on-timeout, --poll-*
-	quits    bool // --quit-url, --quit-timeout, --quit-allow-remote
-	flags    bool // takes flags at all
+	name       string
+	synopsis   string
+	about      string
+	probeFlags bool // --probe, --preset, --attempt-timeout, --disabled, ...
+	waitFlags  bool // --timeout, --on-timeout, --poll-*
+	quitFlags  bool // --quit-url, --quit-timeout, --quit-allow-remote
+	flags      bool // takes flags at all
 }
 
 func modes() []mode {
 	return []mode{
-		{name: "", synopsis: "meshgate [flags] -- COMMAND [ARG...]", probes: true, waits: true, quits: true, flags: true,
+		{name: "", synopsis: "meshgate [flags] -- COMMAND [ARG...]", probeFlags: true, waitFlags: true, quitFlags: true, flags: true,
 			about: "Wait until the mesh proxy is ready, then replace meshgate with COMMAND (same PID,\n" +
 				"same stdio, argv and environment as given). With --quit or --quit-url, run COMMAND as a\n" +
 				"child instead, in a process group of its own, forward TERM, INT, HUP and QUIT and the\n" +
 				"--forward-signals to it, and tell the proxy to quit when it ends (Jobs). Signals other\n" +
 				"than those four that come before COMMAND runs are dropped."},
-		{name: "wait", synopsis: "meshgate wait [flags]", probes: true, waits: true, flags: true,
+		{name: "wait", synopsis: "meshgate wait [flags]", probeFlags: true, waitFlags: true, flags: true,
 			about: "Wait until the mesh proxy is ready, then exit 0 (postStart hooks, scripts)."},
-		{name: "check", synopsis: "meshgate check [flags]", probes: true, flags: true,
+		{name: "check", synopsis: "meshgate check [flags]", probeFlags: true, flags: true,
 			about: "Try every probe once: exit 0 if all are ready, 1 if not (exec probes)."},
-		{name: "quit", synopsis: "meshgate quit [flags]", quits: true, flags: true,
+		{name: "quit", synopsis: "meshgate quit [flags]", quitFlags: true, flags: true,
 			about: "Tell the proxy to quit now (the --preset's quit endpoint, default istio, or --quit-url):\n" +
 				"exit 0 when every endpoint took it, 1 if not (Argo steps, scripts, preStop hooks)."},
 		{name: "install", synopsis: "meshgate install [flags] DEST", flags: true,
@@ -140,30 +158,57 @@ func parse(args, environ []string) (config, error) {
 	if !m.flags {
 		return parsePlain(cfg, m, args)
 	}
-	var forward string
-	fs := newFlagSet(m, &cfg, &forward)
-	if err := fs.Parse(args); err != nil {
+	var text flagText
+	p := &parser{m: m, fs: newFlagSet(m, &cfg, &text), fromEnv: map[string]bool{}}
+	if err := p.fs.Parse(args); err != nil {
 		return cfg, gate.Usage(err)
 	}
-	if help, _ := fs.GetBool("help"); help {
+	if help, _ := p.fs.GetBool("help"); help {
 		return cfg, pflag.ErrHelp
 	}
 	var err error
-	cfg.fromEnv = map[string]bool{}
-	if cfg.unknownEnv, cfg.overridden, err = applyEnv(fs, environ, cfg.fromEnv); err != nil {
+	if cfg.unknownEnv, cfg.overridden, err = applyEnv(p.fs, environ, p.fromEnv); err != nil {
 		return cfg, err
 	}
-	if m.name == "" {
-		if cfg.forward, err = parseSignals(forward); err != nil {
-			return cfg, gate.Usagef("%s: %v", cfg.src("forward-signals"), err)
+	if cfg.forward, err = parseSignals(text.forward); err != nil {
+		return cfg, gate.Usagef("%s: %v", p.src("forward-signals"), err)
+	}
+	rest, err := positional(m, p.fs.Args(), p.fs.ArgsLenAtDash())
+	if err != nil {
+		return cfg, err
+	}
+	if m.name == "install" {
+		cfg.installDest = rest[0]
+	} else {
+		cfg.command = rest
+	}
+	cfg.supervise = text.quit || len(text.quitURLs) > 0
+	if err := p.validate(cfg, text.preset); err != nil {
+		return cfg, err
+	}
+	return cfg, p.build(&cfg, text)
+}
+
+// build turns the probes and the quit URLs into the values the components
+// take.
+func (p *parser) build(cfg *config, text flagText) error {
+	opts := probe.Options{InsecureSkipVerify: cfg.insecure, UserAgent: "meshgate/" + version}
+	var err error
+	if p.m.probeFlags {
+		if cfg.probes, err = buildProbes(text.probes, text.preset, opts); err != nil {
+			return p.fromVariable("probe", err)
 		}
 	}
-	if cfg.command, err = positional(m, fs.Args(), fs.ArgsLenAtDash()); err != nil {
-		return cfg, err
+	if text.quit || cfg.mode == "quit" {
+		if text.quitURLs, err = presetQuitURL(text.quitURLs, text.preset); err != nil {
+			return p.fromVariable("quit-url", err)
+		}
 	}
-	cfg.given = map[string]bool{}
-	fs.Visit(func(f *pflag.Flag) { cfg.given[f.Name] = true })
-	return cfg, validate(cfg, m)
+	parseQuitURL := func(s string) (*url.URL, error) { return gate.ParseQuitURL(s, text.quitRemote) }
+	if cfg.quitURLs, err = parseEach(text.quitURLs, parseQuitURL); err != nil {
+		return p.fromVariable("quit-url", err)
+	}
+	return nil
 }
 
 // positional checks the arguments that are not flags.
@@ -203,7 +248,9 @@ func parsePlain(cfg config, m mode, args []string) (config, error) {
 				return cfg, gate.Usagef("help: unknown command %q", args[0])
 			}
 		}
-		cfg.command = args
+		if len(args) == 1 {
+			cfg.helpTopic = args[0]
+		}
 		return cfg, nil
 	case len(args) > 0:
 		return cfg, gate.Usagef("%s takes no arguments, got %q", m.name, args[0])
@@ -211,54 +258,20 @@ func parsePlain(cfg config, m mode, args []string) (config, error) {
 	return cfg, nil
 }
 
-func newFlagSet(m mode, cfg *config, forward *string) *pflag.FlagSet {
+// newFlagSet defines the flags of mode m, bound to cfg and text. The order
+// is the order of the help.
+func newFlagSet(m mode, cfg *config, text *flagText) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("meshgate "+m.name, pflag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are returned and printed once by run
 	fs.SortFlags = false
-	if m.probes {
-		fs.StringArrayVar(&cfg.probes, "probe", nil,
-			"readiness probe, repeatable; all must pass: http://, https:// (ready on 2xx) or tcp://HOST:PORT (ready when it connects) (default "+defaultProbe+")")
-	}
-	if m.probes || m.quits {
-		fs.StringVar(&cfg.preset, "preset", "", "use the endpoints of a mesh: "+presetNames()+"; --probe and --quit-url override them")
-	}
-	if m.waits {
-		fs.DurationVar(&cfg.timeout, "timeout", gate.DefaultTimeout, "give up waiting after this long; 0 waits for ever")
-		fs.StringVar(&cfg.onTimeout, "on-timeout", "fail", "after the timeout: fail (exit 69, the command never starts) or start (warn and go on)")
-	}
-	if m.probes {
-		fs.DurationVar(&cfg.attemptTimeout, "attempt-timeout", gate.DefaultAttemptTimeout, "bound on each attempt of each probe")
-	}
-	if m.waits {
-		fs.DurationVar(&cfg.pollRefused, "poll-refused", gate.DefaultRefused, "pause while the proxy's port refuses connections (costs the proxy nothing)")
-		fs.DurationVar(&cfg.pollRefusedMax, "poll-refused-max", gate.DefaultRefusedMax, "the pause while refused grows by 10% an attempt up to this")
-		fs.DurationVar(&cfg.pollMin, "poll-min", gate.DefaultPollMin, "shortest pause once the proxy answers")
-		fs.DurationVar(&cfg.pollMax, "poll-max", gate.DefaultPollMax, "longest pause once the proxy answers")
-		fs.Float64Var(&cfg.pollShare, "poll-share", gate.DefaultShare, "pace answered attempts so the proxy spends at most this share of its time answering (0.04 = 4%)")
-		fs.Float64Var(&cfg.pollJitter, "poll-jitter", gate.DefaultJitter, "vary each pause by up to this fraction, so pods started together drift apart")
-	}
-	if m.probes || m.quits {
+	addWaitFlags(fs, m, cfg, text)
+	if m.probeFlags || m.quitFlags {
 		fs.BoolVar(&cfg.insecure, "insecure-skip-verify", false, "do not verify the certificates of https probes and quit URLs")
 	}
-	if m.probes {
+	if m.probeFlags {
 		fs.BoolVar(&cfg.disabled, "disabled", false, "do not wait: start the command (or pass the check) at once; does not turn off --quit")
 	}
-	if m.name == "" {
-		fs.BoolVar(&cfg.quit, "quit", false, "supervise the command and tell the proxy to quit when it ends (the --preset's quit endpoint, default istio)")
-	}
-	if m.quits {
-		fs.StringArrayVar(&cfg.quitURLs, "quit-url", nil, "quit endpoint to POST to (repeatable; implies --quit), e.g. another sidecar's")
-	}
-	if m.name == "" {
-		fs.StringVar(&cfg.quitOn, "quit-on", "always", "when to quit: always, or success (only if the command exited 0; for restartPolicy: OnFailure)")
-	}
-	if m.quits {
-		fs.DurationVar(&cfg.quitTimeout, "quit-timeout", gate.DefaultQuitLimit, "bound on the whole quit, retries included")
-		fs.BoolVar(&cfg.quitRemote, "quit-allow-remote", false, "allow quit URLs whose host is not loopback")
-	}
-	if m.name == "" {
-		fs.StringVar(forward, "forward-signals", defaultForward, "signals forwarded to a supervised command besides TERM, INT, HUP and QUIT, which always are (names, comma-separated; empty: no others)")
-	}
+	addQuitFlags(fs, m, cfg, text)
 	fs.StringVar(&cfg.logFormat, "log-format", "json", "log format on stderr: json or console")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.BoolP("help", "h", false, "show this help")
@@ -268,6 +281,53 @@ func newFlagSet(m mode, cfg *config, forward *string) *pflag.FlagSet {
 		}
 	})
 	return fs
+}
+
+// addWaitFlags defines the flags of probes and of the wait.
+func addWaitFlags(fs *pflag.FlagSet, m mode, cfg *config, text *flagText) {
+	if m.probeFlags {
+		fs.StringArrayVar(&text.probes, "probe", nil,
+			"readiness probe, repeatable; all must pass: http://, https:// (ready on 2xx) or tcp://HOST:PORT (ready when it connects) (default "+defaultProbe+")")
+	}
+	if m.probeFlags || m.quitFlags {
+		fs.StringVar(&text.preset, "preset", "", "use the endpoints of a mesh: "+presetNames()+"; --probe and --quit-url override them")
+	}
+	if m.waitFlags {
+		fs.DurationVar(&cfg.timeout, "timeout", gate.DefaultTimeout, "give up waiting after this long; 0 waits for ever")
+		fs.StringVar(&cfg.onTimeout, "on-timeout", "fail", "after the timeout: fail (exit 69, the command never starts) or start (warn and go on)")
+	}
+	if m.probeFlags {
+		fs.DurationVar(&cfg.attemptTimeout, "attempt-timeout", gate.DefaultAttemptTimeout, "bound on each attempt of each probe")
+	}
+	if m.waitFlags {
+		fs.DurationVar(&cfg.pollRefused, "poll-refused", gate.DefaultRefused, "pause while the proxy's port refuses connections (costs the proxy nothing)")
+		fs.DurationVar(&cfg.pollRefusedMax, "poll-refused-max", gate.DefaultRefusedMax, "the pause while refused grows by 10% an attempt up to this")
+		fs.DurationVar(&cfg.pollMin, "poll-min", gate.DefaultPollMin, "shortest pause once the proxy answers")
+		fs.DurationVar(&cfg.pollMax, "poll-max", gate.DefaultPollMax, "longest pause once the proxy answers")
+		fs.Float64Var(&cfg.pollShare, "poll-share", gate.DefaultShare, "pace answered attempts so the proxy spends at most this share of its time answering (0.04 = 4%)")
+		fs.Float64Var(&cfg.pollJitter, "poll-jitter", gate.DefaultJitter, "vary each pause by up to this fraction, so pods started together drift apart")
+	}
+}
+
+// addQuitFlags defines the flags of the quit and of supervising.
+func addQuitFlags(fs *pflag.FlagSet, m mode, cfg *config, text *flagText) {
+	wrap := m.name == ""
+	if wrap {
+		fs.BoolVar(&text.quit, "quit", false, "supervise the command and tell the proxy to quit when it ends (the --preset's quit endpoint, default istio)")
+	}
+	if m.quitFlags {
+		fs.StringArrayVar(&text.quitURLs, "quit-url", nil, "quit endpoint to POST to (repeatable; implies --quit), e.g. another sidecar's")
+	}
+	if wrap {
+		fs.StringVar(&cfg.quitOn, "quit-on", "always", "when to quit: always, or success (only if the command exited 0; for restartPolicy: OnFailure)")
+	}
+	if m.quitFlags {
+		fs.DurationVar(&cfg.quitTimeout, "quit-timeout", gate.DefaultQuitLimit, "bound on the whole quit, retries included")
+		fs.BoolVar(&text.quitRemote, "quit-allow-remote", false, "allow quit URLs whose host is not loopback")
+	}
+	if wrap {
+		fs.StringVar(&text.forward, "forward-signals", defaultForward, "signals forwarded to a supervised command besides TERM, INT, HUP and QUIT, which always are (names, comma-separated; empty: no others)")
+	}
 }
 
 func presetNames() string {
@@ -327,7 +387,7 @@ func applyEnv(fs *pflag.FlagSet, environ []string, fromEnv map[string]bool) (unk
 	known := map[string]bool{}
 	for _, m := range modes() {
 		if m.flags {
-			newFlagSet(m, &config{}, new(string)).VisitAll(func(f *pflag.Flag) { known[envName(f.Name)] = true })
+			newFlagSet(m, &config{}, &flagText{}).VisitAll(func(f *pflag.Flag) { known[envName(f.Name)] = true })
 		}
 	}
 	for k := range env {
@@ -355,8 +415,8 @@ func signalNumbers() map[string]syscall.Signal {
 
 // parseSignals reads a list such as "TERM,SIGINT,usr1"; an empty list
 // ("" or ",") forwards no signal besides the stop signals.
-func parseSignals(list string) ([]syscall.Signal, error) {
-	var sigs []syscall.Signal
+func parseSignals(list string) ([]os.Signal, error) {
+	var sigs []os.Signal
 	known := signalNumbers()
 	for _, name := range strings.Split(list, ",") {
 		name = strings.TrimPrefix(strings.ToUpper(strings.TrimSpace(name)), "SIG")
@@ -380,81 +440,76 @@ const (
 )
 
 // validate checks values that parse but make no sense, alone or together.
-func validate(cfg config, m mode) error {
-	if err := checkBounds(cfg, m); err != nil {
+func (p *parser) validate(cfg config, preset string) error {
+	m := p.m
+	if err := p.checkBounds(cfg); err != nil {
 		return err
 	}
-	if err := checkTogether(cfg, m); err != nil {
+	if err := p.checkTogether(cfg); err != nil {
 		return err
 	}
-	if m.probes && cfg.attemptTimeout <= 0 {
-		return gate.Usagef("%s must be positive, got %s", cfg.src("attempt-timeout"), cfg.attemptTimeout)
+	if m.probeFlags && cfg.attemptTimeout <= 0 {
+		return gate.Usagef("%s must be positive, got %s", p.src("attempt-timeout"), cfg.attemptTimeout)
 	}
-	if m.waits {
+	if m.waitFlags {
 		switch {
 		case cfg.timeout < 0:
-			return gate.Usagef("%s must not be negative, got %s (0 waits for ever)", cfg.src("timeout"), cfg.timeout)
+			return gate.Usagef("%s must not be negative, got %s (0 waits for ever)", p.src("timeout"), cfg.timeout)
 		case cfg.pollRefused <= 0:
-			return gate.Usagef("%s must be positive, got %s", cfg.src("poll-refused"), cfg.pollRefused)
+			return gate.Usagef("%s must be positive, got %s", p.src("poll-refused"), cfg.pollRefused)
 		case cfg.pollRefusedMax < cfg.pollRefused:
-			return gate.Usagef("%s (%s) must not be less than %s (%s)", cfg.src("poll-refused-max"), cfg.pollRefusedMax, cfg.src("poll-refused"), cfg.pollRefused)
+			return gate.Usagef("%s (%s) must not be less than %s (%s)", p.src("poll-refused-max"), cfg.pollRefusedMax, p.src("poll-refused"), cfg.pollRefused)
 		case cfg.pollMin <= 0:
-			return gate.Usagef("%s must be positive, got %s", cfg.src("poll-min"), cfg.pollMin)
+			return gate.Usagef("%s must be positive, got %s", p.src("poll-min"), cfg.pollMin)
 		case cfg.pollMax < cfg.pollMin:
-			return gate.Usagef("%s (%s) must not be less than %s (%s)", cfg.src("poll-max"), cfg.pollMax, cfg.src("poll-min"), cfg.pollMin)
+			return gate.Usagef("%s (%s) must not be less than %s (%s)", p.src("poll-max"), cfg.pollMax, p.src("poll-min"), cfg.pollMin)
 		case !(cfg.pollShare > 0 && cfg.pollShare < 1):
-			return gate.Usagef("%s must be between 0 and 1 (exclusive), got %v", cfg.src("poll-share"), cfg.pollShare)
+			return gate.Usagef("%s must be between 0 and 1 (exclusive), got %v", p.src("poll-share"), cfg.pollShare)
 		case !(cfg.pollJitter >= 0 && cfg.pollJitter < 1):
-			return gate.Usagef("%s must be at least 0 and less than 1, got %v", cfg.src("poll-jitter"), cfg.pollJitter)
+			return gate.Usagef("%s must be at least 0 and less than 1, got %v", p.src("poll-jitter"), cfg.pollJitter)
 		case cfg.onTimeout != "fail" && cfg.onTimeout != "start":
-			return gate.Usagef("%s must be fail or start, got %q", cfg.src("on-timeout"), cfg.onTimeout)
+			return gate.Usagef("%s must be fail or start, got %q", p.src("on-timeout"), cfg.onTimeout)
 		}
 	}
-	if m.quits && cfg.quitTimeout <= 0 {
-		return gate.Usagef("%s must be positive, got %s", cfg.src("quit-timeout"), cfg.quitTimeout)
+	if m.quitFlags && cfg.quitTimeout <= 0 {
+		return gate.Usagef("%s must be positive, got %s", p.src("quit-timeout"), cfg.quitTimeout)
 	}
 	if m.name == "" && cfg.quitOn != "always" && cfg.quitOn != "success" {
-		return gate.Usagef("%s must be always or success, got %q", cfg.src("quit-on"), cfg.quitOn)
+		return gate.Usagef("%s must be always or success, got %q", p.src("quit-on"), cfg.quitOn)
 	}
-	if cfg.preset != "" {
-		if _, err := probe.LookupPreset(cfg.preset); err != nil {
-			return cfg.fromVariable("preset", gate.Usage(err))
+	if preset != "" {
+		if _, err := probe.LookupPreset(preset); err != nil {
+			return p.fromVariable("preset", gate.Usage(err))
 		}
 	}
 	if cfg.logFormat != "json" && cfg.logFormat != "console" {
-		return gate.Usagef("%s must be json or console, got %q", cfg.src("log-format"), cfg.logFormat)
+		return gate.Usagef("%s must be json or console, got %q", p.src("log-format"), cfg.logFormat)
 	}
 	if !knownLevel(cfg.logLevel) {
-		return gate.Usagef("%s must be debug, info, warn or error, got %q", cfg.src("log-level"), cfg.logLevel)
-	}
-	if _, err := buildProbes(cfg); err != nil {
-		return cfg.fromVariable("probe", err)
-	}
-	if _, err := quitURLs(cfg); err != nil {
-		return cfg.fromVariable("quit-url", err)
+		return gate.Usagef("%s must be debug, info, warn or error, got %q", p.src("log-level"), cfg.logLevel)
 	}
 	return nil
 }
 
 // checkBounds rejects absurd durations.
-func checkBounds(cfg config, m mode) error {
+func (p *parser) checkBounds(cfg config) error {
 	limits := []struct {
 		flag  string
 		value time.Duration
 		max   time.Duration
 		ok    bool
 	}{
-		{"timeout", cfg.timeout, maxTimeout, m.waits},
-		{"attempt-timeout", cfg.attemptTimeout, maxPause, m.probes},
-		{"poll-refused", cfg.pollRefused, maxPause, m.waits},
-		{"poll-refused-max", cfg.pollRefusedMax, maxPause, m.waits},
-		{"poll-min", cfg.pollMin, maxPause, m.waits},
-		{"poll-max", cfg.pollMax, maxPause, m.waits},
-		{"quit-timeout", cfg.quitTimeout, maxPause, m.quits},
+		{"timeout", cfg.timeout, maxTimeout, p.m.waitFlags},
+		{"attempt-timeout", cfg.attemptTimeout, maxPause, p.m.probeFlags},
+		{"poll-refused", cfg.pollRefused, maxPause, p.m.waitFlags},
+		{"poll-refused-max", cfg.pollRefusedMax, maxPause, p.m.waitFlags},
+		{"poll-min", cfg.pollMin, maxPause, p.m.waitFlags},
+		{"poll-max", cfg.pollMax, maxPause, p.m.waitFlags},
+		{"quit-timeout", cfg.quitTimeout, maxPause, p.m.quitFlags},
 	}
 	for _, l := range limits {
 		if l.ok && l.value > l.max {
-			return gate.Usagef("%s %s is more than %s: a missing unit?", cfg.src(l.flag), l.value, l.max)
+			return gate.Usagef("%s %s is more than %s: a missing unit?", p.src(l.flag), l.value, l.max)
 		}
 	}
 	return nil
@@ -463,26 +518,74 @@ func checkBounds(cfg config, m mode) error {
 // checkTogether rejects options that contradict each other or do nothing
 // without another: a setting that silently does nothing is a mistake the
 // user would only find on the bad day.
-func checkTogether(cfg config, m mode) error {
-	if m.waits && cfg.onTimeout == "start" && cfg.timeout == 0 {
-		return gate.Usagef("%s start needs a %s: with 0 the wait never times out", cfg.src("on-timeout"), cfg.src("timeout"))
+func (p *parser) checkTogether(cfg config) error {
+	if p.m.waitFlags && cfg.onTimeout == "start" && cfg.timeout == 0 {
+		return gate.Usagef("%s start needs a %s: with 0 the wait never times out", p.src("on-timeout"), p.src("timeout"))
 	}
 	// Only when both are chosen: a short --timeout with the default
 	// attempt timeout is fine, the deadline cuts the attempt.
-	if m.waits && m.probes && cfg.given["attempt-timeout"] && cfg.given["timeout"] && cfg.timeout > 0 && cfg.attemptTimeout > cfg.timeout {
-		return gate.Usagef("%s (%s) is longer than %s (%s)", cfg.src("attempt-timeout"), cfg.attemptTimeout, cfg.src("timeout"), cfg.timeout)
+	if p.m.waitFlags && p.m.probeFlags && p.fs.Changed("attempt-timeout") && p.fs.Changed("timeout") && cfg.timeout > 0 && cfg.attemptTimeout > cfg.timeout {
+		return gate.Usagef("%s (%s) is longer than %s (%s)", p.src("attempt-timeout"), cfg.attemptTimeout, p.src("timeout"), cfg.timeout)
 	}
-	if m.name != "" {
+	if p.m.name != "" {
 		return nil
 	}
-	if !cfg.quits() {
+	if !cfg.supervise {
 		for _, name := range []string{"quit-on", "quit-timeout", "quit-allow-remote", "forward-signals"} {
-			if cfg.given[name] {
-				return gate.Usagef("%s applies only with --quit or --quit-url", cfg.src(name))
+			if p.fs.Changed(name) {
+				return gate.Usagef("%s applies only with --quit or --quit-url", p.src(name))
 			}
 		}
 	}
 	return nil
+}
+
+// buildProbes makes the probes: those given, else the preset's readiness
+// probe, else Istio's.
+func buildProbes(specs []string, preset string, opts probe.Options) ([]probe.Probe, error) {
+	if len(specs) == 0 {
+		specs = []string{defaultProbe}
+		if preset != "" {
+			p, err := probe.LookupPreset(preset)
+			if err != nil {
+				return nil, gate.Usage(err)
+			}
+			specs = []string{p.Ready}
+		}
+	}
+	return parseEach(specs, func(s string) (probe.Probe, error) { return probe.Parse(s, opts) })
+}
+
+// presetQuitURL gives the quit URLs of a run that quits: those given,
+// else the preset's quit endpoint, Istio's by default.
+func presetQuitURL(specs []string, preset string) ([]string, error) {
+	if len(specs) > 0 {
+		return specs, nil
+	}
+	if preset == "" {
+		preset = "istio"
+	}
+	p, err := probe.LookupPreset(preset)
+	if err != nil {
+		return nil, gate.Usage(err)
+	}
+	if p.Quit == "" {
+		return nil, gate.Usagef("preset %s: %s", p.Name, p.NoQuit)
+	}
+	return []string{p.Quit}, nil
+}
+
+// parseEach parses each spec; an error is a usage error.
+func parseEach[T any](specs []string, parse func(string) (T, error)) ([]T, error) {
+	var values []T
+	for _, s := range specs {
+		v, err := parse(s)
+		if err != nil {
+			return nil, gate.Usage(err)
+		}
+		values = append(values, v)
+	}
+	return values, nil
 }
 
 func knownLevel(l string) bool {
@@ -503,7 +606,7 @@ func usage(name string) string {
 	fmt.Fprintf(&b, "\n%s\n", m.about)
 	if m.flags {
 		fmt.Fprintf(&b, "\nFlags (each also read from the variable in brackets; the command line wins):\n%s",
-			newFlagSet(m, &config{}, new(string)).FlagUsages())
+			newFlagSet(m, &config{}, &flagText{}).FlagUsages())
 	}
 	if m.name == "" {
 		b.WriteString("\nExit codes: the command's own once it runs (128+N if signal N killed a supervised command);\n" +

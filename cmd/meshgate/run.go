@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"strings"
 	"syscall"
@@ -51,11 +50,7 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer, 
 		fmt.Fprintf(stdout, "meshgate %s\n", version)
 		return gate.ExitOK
 	case "help":
-		name := ""
-		if len(cfg.command) > 0 {
-			name = cfg.command[0]
-		}
-		fmt.Fprint(stdout, usage(name))
+		fmt.Fprint(stdout, usage(cfg.helpTopic))
 		return gate.ExitOK
 	}
 	log := newLogger(cfg, stderr)
@@ -68,7 +63,7 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer, 
 	for _, name := range cfg.overridden {
 		log.Warn("ignoring variable: the command line's --preset wins", zap.String("variable", name))
 	}
-	err = start(ctx, cfg, environ, log, sigs)
+	err = runMode(ctx, cfg, environ, log, sigs)
 	code := gate.ExitCode(err)
 	if err != nil {
 		log.Error("exiting", zap.Int("code", code), zap.Error(err))
@@ -127,41 +122,19 @@ func isTerminal(w io.Writer) bool {
 	return e == 0
 }
 
-// start builds the components from cfg and carries out the mode.
-func start(ctx context.Context, cfg config, environ []string, log *zap.Logger, sigs signals) error {
-	probes, err := buildProbes(cfg)
-	if err != nil {
-		return err
-	}
-	urls, err := quitURLs(cfg)
-	if err != nil {
-		return err
-	}
-	quitter := &gate.Quitter{URLs: urls, Limit: cfg.quitTimeout, Log: log,
-		Options: probe.Options{InsecureSkipVerify: cfg.insecure, UserAgent: "meshgate/" + version}}
-	g := &gate.Gate{
-		Probes:         probes,
-		Timeout:        cfg.timeout,
-		AttemptTimeout: cfg.attemptTimeout,
-		Pacer: func() *gate.Pacer {
-			return &gate.Pacer{Refused: cfg.pollRefused, RefusedMax: cfg.pollRefusedMax, Min: cfg.pollMin,
-				Max: cfg.pollMax, Share: cfg.pollShare, Jitter: cfg.pollJitter}
-		},
-		Signals: sigs.C,
-		Release: sigs.Stop,
-		Settle:  sigs.Settle,
-		Log:     log,
-	}
+// runMode builds the components from cfg and does what its mode asks.
+func runMode(ctx context.Context, cfg config, environ []string, log *zap.Logger, sigs signals) error {
+	g := newGate(cfg, log, sigs)
 	switch cfg.mode {
 	case "install":
 		ctx, stop := stopOnSignal(ctx, sigs.C, nil)
 		defer stop()
-		_, err := (&gate.Installer{Log: log, Argv0: os.Args[0], Environ: environ}).Install(ctx, cfg.command[0])
+		_, err := (&gate.Installer{Log: log, Argv0: os.Args[0], Environ: environ}).Install(ctx, cfg.installDest)
 		return err
 	case "quit":
 		ctx, stop := stopOnSignal(ctx, sigs.C, nil)
 		defer stop()
-		err := quitter.Quit(ctx)
+		err := newQuitter(cfg, log).Quit(ctx)
 		if cause := context.Cause(ctx); cause != nil && gate.ExitCode(cause) > gate.ExitSignalBase {
 			return cause
 		}
@@ -175,8 +148,8 @@ func start(ctx context.Context, cfg config, environ []string, log *zap.Logger, s
 	case "wait":
 		return wait(ctx, cfg, g, log)
 	}
-	if cfg.quits() {
-		return supervise(ctx, cfg, g, quitter, environ, log, sigs)
+	if cfg.supervise {
+		return supervise(ctx, cfg, g, newQuitter(cfg, log), environ, log, sigs)
 	}
 	// A command that cannot start fails now, not after a long wait.
 	if _, err := gate.Resolve(cfg.command[0], environ); err != nil {
@@ -186,6 +159,27 @@ func start(ctx context.Context, cfg config, environ []string, log *zap.Logger, s
 		return err
 	}
 	return g.Exec(cfg.command, environ)
+}
+
+func newGate(cfg config, log *zap.Logger, sigs signals) *gate.Gate {
+	return &gate.Gate{
+		Probes:         cfg.probes,
+		Timeout:        cfg.timeout,
+		AttemptTimeout: cfg.attemptTimeout,
+		Pacer: func() *gate.Pacer {
+			return &gate.Pacer{Refused: cfg.pollRefused, RefusedMax: cfg.pollRefusedMax, Min: cfg.pollMin,
+				Max: cfg.pollMax, Share: cfg.pollShare, Jitter: cfg.pollJitter}
+		},
+		Signals: sigs.C,
+		Release: sigs.Stop,
+		Settle:  sigs.Settle,
+		Log:     log,
+	}
+}
+
+func newQuitter(cfg config, log *zap.Logger) *gate.Quitter {
+	return &gate.Quitter{URLs: cfg.quitURLs, Limit: cfg.quitTimeout, Log: log,
+		Options: probe.Options{InsecureSkipVerify: cfg.insecure, UserAgent: "meshgate/" + version}}
 }
 
 // wait waits unless disabled; with --on-timeout=start a timeout is only
@@ -212,11 +206,7 @@ func supervise(ctx context.Context, cfg config, g *gate.Gate, q *gate.Quitter, e
 	// Not with an empty list: Notify with no signals asks for all of
 	// them. The stop signals are routed already, and always forwarded.
 	if sigs.Notify != nil && len(cfg.forward) > 0 {
-		forward := make([]os.Signal, len(cfg.forward))
-		for i, s := range cfg.forward {
-			forward[i] = s
-		}
-		sigs.Notify(forward...)
+		sigs.Notify(cfg.forward...)
 	}
 	_, err := gate.Resolve(cfg.command[0], environ)
 	if err == nil {
@@ -308,59 +298,6 @@ func isStop(s os.Signal) bool {
 		}
 	}
 	return false
-}
-
-func buildProbes(cfg config) ([]probe.Probe, error) {
-	specs := cfg.probes
-	if len(specs) == 0 {
-		specs = []string{defaultProbe}
-		if cfg.preset != "" {
-			p, err := probe.LookupPreset(cfg.preset)
-			if err != nil {
-				return nil, gate.Usage(err)
-			}
-			specs = []string{p.Ready}
-		}
-	}
-	opts := probe.Options{InsecureSkipVerify: cfg.insecure, UserAgent: "meshgate/" + version}
-	var probes []probe.Probe
-	for _, s := range specs {
-		p, err := probe.Parse(s, opts)
-		if err != nil {
-			return nil, gate.Usage(err)
-		}
-		probes = append(probes, p)
-	}
-	return probes, nil
-}
-
-// quitURLs lists the endpoints to quit: --quit-url, or the preset's with
-// --quit (and always for the quit command), Istio's by default.
-func quitURLs(cfg config) ([]*url.URL, error) {
-	specs := cfg.quitURLs
-	if len(specs) == 0 && (cfg.quit || cfg.mode == "quit") {
-		name := cfg.preset
-		if name == "" {
-			name = "istio"
-		}
-		p, err := probe.LookupPreset(name)
-		if err != nil {
-			return nil, gate.Usage(err)
-		}
-		if p.Quit == "" {
-			return nil, gate.Usagef("preset %s: %s", p.Name, p.NoQuit)
-		}
-		specs = []string{p.Quit}
-	}
-	var urls []*url.URL
-	for _, s := range specs {
-		u, err := gate.ParseQuitURL(s, cfg.quitRemote)
-		if err != nil {
-			return nil, gate.Usage(err)
-		}
-		urls = append(urls, u)
-	}
-	return urls, nil
 }
 
 // newLogger builds the one logger of the process, on stderr: stdout belongs

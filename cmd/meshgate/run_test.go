@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,17 +20,17 @@ import (
 
 func TestParse(t *testing.T) {
 	tests := []struct {
-		name string
-		args []string
-		env  []string
-		want func(*config) // mutates the defaults into what is expected
+		name      string
+		args      []string
+		env       []string
+		endpoints string        // the probes and the quit URLs
+		want      func(*config) // mutates the defaults into what is expected
 	}{
-		{"defaults", []string{"--", "/app"}, nil, func(c *config) {}},
+		{"defaults", []string{"--", "/app"}, nil, "[" + defaultProbe + "] []", func(c *config) {}},
 		{"flags", []string{"--probe", "tcp://localhost:1", "--probe=http://localhost:2/r", "--timeout", "30s",
 			"--on-timeout=start", "--attempt-timeout", "200ms", "--poll-min", "1ms", "--poll-max", "2s", "--poll-share", "0.1", "--poll-jitter=0",
 			"--insecure-skip-verify", "--disabled", "--log-format", "console", "--log-level", "debug", "--", "/app", "--timeout", "x"},
-			nil, func(c *config) {
-				c.probes = []string{"tcp://localhost:1", "http://localhost:2/r"}
+			nil, "[tcp://localhost:1 http://localhost:2/r] []", func(c *config) {
 				c.timeout, c.onTimeout, c.attemptTimeout = 30*time.Second, "start", 200*time.Millisecond
 				c.pollMin, c.pollMax, c.pollShare, c.pollJitter = time.Millisecond, 2*time.Second, 0.1, 0
 				c.insecure, c.disabled, c.logFormat, c.logLevel = true, true, "console", "debug"
@@ -37,31 +38,30 @@ func TestParse(t *testing.T) {
 			}},
 		{"env", []string{"--", "/app"}, []string{"MESHGATE_PROBE=tcp://localhost:1, tcp://localhost:2", "MESHGATE_TIMEOUT=0",
 			"MESHGATE_DISABLED=true", "MESHGATE_PRESET=linkerd", "MESHGATE_LOG_LEVEL=warn", "MESHGATE_ATTEMPT_TIMEOUT=3s"},
-			func(c *config) {
-				c.probes = []string{"tcp://localhost:1", "tcp://localhost:2"}
-				c.timeout, c.disabled, c.preset, c.logLevel, c.attemptTimeout = 0, true, "linkerd", "warn", 3*time.Second
+			"[tcp://localhost:1 tcp://localhost:2] []", func(c *config) {
+				c.timeout, c.disabled, c.logLevel, c.attemptTimeout = 0, true, "warn", 3*time.Second
 			}},
 		{"flag wins over env", []string{"--timeout", "5s", "--probe", "tcp://a:1", "--", "/app"},
 			[]string{"MESHGATE_TIMEOUT=1s", "MESHGATE_PROBE=tcp://b:2"},
-			func(c *config) { c.timeout, c.probes = 5*time.Second, []string{"tcp://a:1"} }},
+			"[tcp://a:1] []", func(c *config) { c.timeout = 5 * time.Second }},
 		{"quit", []string{"--quit", "--quit-url", "http://localhost:1/q", "--quit-on", "success", "--quit-timeout", "3s",
-			"--quit-allow-remote", "--forward-signals", "sigterm, URG", "--", "/app"}, nil, func(c *config) {
-			c.quit, c.quitURLs, c.quitOn, c.quitTimeout, c.quitRemote = true, []string{"http://localhost:1/q"}, "success", 3*time.Second, true
-			c.forward = []syscall.Signal{syscall.SIGTERM, syscall.SIGURG}
+			"--quit-allow-remote", "--forward-signals", "sigterm, URG", "--", "/app"}, nil, "[" + defaultProbe + "] [http://localhost:1/q]", func(c *config) {
+			c.supervise, c.quitOn, c.quitTimeout = true, "success", 3*time.Second
+			c.forward = []os.Signal{syscall.SIGTERM, syscall.SIGURG}
 		}},
 		{"quit env", []string{"--", "/app"}, []string{"MESHGATE_QUIT_URL=http://localhost:1/a,http://127.0.0.1:2/b", "MESHGATE_FORWARD_SIGNALS=HUP"},
-			func(c *config) {
-				c.quitURLs, c.forward = []string{"http://localhost:1/a", "http://127.0.0.1:2/b"}, []syscall.Signal{syscall.SIGHUP}
+			"[" + defaultProbe + "] [http://localhost:1/a http://127.0.0.1:2/b]", func(c *config) {
+				c.supervise, c.forward = true, []os.Signal{syscall.SIGHUP}
 			}},
-		{"empty env is unset", []string{"--", "/app"}, []string{"MESHGATE_TIMEOUT=", "MESHGATE_DISABLED="}, func(c *config) {}},
-		{"unknown env is noted", []string{"--", "/app"}, []string{"MESHGATE_TIMOUT=1s", "MESHGATE_ON_TIMEOUT=start"},
+		{"empty env is unset", []string{"--", "/app"}, []string{"MESHGATE_TIMEOUT=", "MESHGATE_DISABLED="}, "[" + defaultProbe + "] []", func(c *config) {}},
+		{"unknown env is noted", []string{"--", "/app"}, []string{"MESHGATE_TIMOUT=1s", "MESHGATE_ON_TIMEOUT=start"}, "[" + defaultProbe + "] []",
 			func(c *config) { c.unknownEnv, c.onTimeout = []string{"MESHGATE_TIMOUT"}, "start" }},
-		{"wait", []string{"wait", "--timeout", "1s"}, nil, func(c *config) {
+		{"wait", []string{"wait", "--timeout", "1s"}, nil, "[" + defaultProbe + "] []", func(c *config) {
 			c.mode, c.timeout, c.command = "wait", time.Second, nil
 			c.quitOn, c.quitTimeout, c.forward = "", 0, nil // not flags of wait
 		}},
-		{"check", []string{"check", "--preset", "kuma"}, []string{"MESHGATE_TIMEOUT=1s"}, func(c *config) {
-			c.mode, c.preset, c.command = "check", "kuma", nil
+		{"check", []string{"check", "--preset", "kuma"}, []string{"MESHGATE_TIMEOUT=1s"}, "[http://localhost:9902/ready] []", func(c *config) {
+			c.mode, c.command = "check", nil
 			c.timeout, c.onTimeout = 0, "" // not flags of check
 			c.pollRefused, c.pollRefusedMax, c.pollMin, c.pollMax, c.pollShare, c.pollJitter = 0, 0, 0, 0, 0, 0
 			c.quitOn, c.quitTimeout, c.forward = "", 0, nil
@@ -72,18 +72,17 @@ func TestParse(t *testing.T) {
 			want := config{timeout: 2 * time.Minute, attemptTimeout: time.Second, pollRefused: 10 * time.Millisecond,
 				pollRefusedMax: 100 * time.Millisecond, pollMin: 8 * time.Millisecond, pollMax: time.Second,
 				pollShare: 0.04, pollJitter: 0.2, onTimeout: "fail", logFormat: "json", logLevel: "info", command: []string{"/app"},
-				quitOn: "always", quitTimeout: 10 * time.Second, forward: []syscall.Signal{syscall.SIGTERM, syscall.SIGINT,
+				quitOn: "always", quitTimeout: 10 * time.Second, forward: []os.Signal{syscall.SIGTERM, syscall.SIGINT,
 					syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH}}
 			tc.want(&want)
 			got, err := parse(tc.args, tc.env)
 			if err != nil {
 				t.Fatalf("parse: %v", err)
 			}
-			// What was given, and where, is tested through the checks and
-			// the errors that use it.
-			got.given, got.fromEnv, got.overridden = nil, nil, nil
-			if !reflect.DeepEqual(got, want) {
-				t.Errorf("parse(%q, %q)\n got %+v\nwant %+v", tc.args, tc.env, got, want)
+			endpoints := fmt.Sprint(got.probes, got.quitURLs)
+			got.probes, got.quitURLs = nil, nil
+			if !reflect.DeepEqual(got, want) || endpoints != tc.endpoints {
+				t.Errorf("parse(%q, %q)\n got %+v %s\nwant %+v %s", tc.args, tc.env, got, endpoints, want, tc.endpoints)
 			}
 		})
 	}

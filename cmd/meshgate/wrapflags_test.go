@@ -15,10 +15,8 @@ func TestWrapFlagsInStep(t *testing.T) {
 	if !ok {
 		t.Fatal("no wrap mode")
 	}
-	var cfg config
-	var forward string
 	got := map[string]bool{}
-	newFlagSet(m, &cfg, &forward).VisitAll(func(f *pflag.Flag) {
+	newFlagSet(m, &config{}, &flagText{}).VisitAll(func(f *pflag.Flag) {
 		if f.Name != "help" {
 			got[f.Name] = f.Value.Type() != "bool"
 		}
