@@ -77,13 +77,8 @@ func rewrite(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	fl.BoolVar(&uninject, "uninject", false, "take meshgate's wiring out instead")
 	fl.BoolVarP(&quiet, "quiet", "q", false, "no notes on standard error, only errors")
 	fl.BoolVar(&showVersion, "version", false, "print the version and exit")
-	help := fl.BoolP("help", "h", false, "show this help")
-	if err := fl.Parse(args); err != nil {
-		return usageError{err}
-	}
-	if *help {
-		fmt.Fprint(stdout, usage+fl.FlagUsages())
-		return pflag.ErrHelp
+	if err := parseFlags(fl, args, stdout, usage); err != nil {
+		return err
 	}
 	if showVersion {
 		fmt.Fprintln(stdout, "meshgate-inject", version)
@@ -108,31 +103,46 @@ func rewrite(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if !quiet {
 		s.Note = func(l string) { fmt.Fprintln(stderr, "meshgate-inject:", l) }
 	}
-
 	inputs, err := expand(fl.Args())
 	if err != nil {
 		return usageError{err}
 	}
-	// All of it is built before anything is written: an error leaves
-	// standard output empty, never half a stream.
+	out, err := process(ctx, s, inputs, stdin)
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(out)
+	return err
+}
+
+// parseFlags parses args with fl and a --help of its own; after --help it
+// has printed help, the usage text with the flags, to stdout and returns
+// pflag.ErrHelp. A mistake in args is a usageError.
+func parseFlags(fl *pflag.FlagSet, args []string, stdout io.Writer, help string) error {
+	asked := fl.BoolP("help", "h", false, "show this help")
+	if err := fl.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if *asked {
+		fmt.Fprint(stdout, help+fl.FlagUsages())
+		return pflag.ErrHelp
+	}
+	return nil
+}
+
+// process runs s over the inputs, in order, and joins what comes out into
+// one YAML stream. All of it is built before anything is written: an error
+// leaves standard output empty, never half a stream.
+func process(ctx context.Context, s *inject.Stream, inputs []string, stdin io.Reader) ([]byte, error) {
 	var out bytes.Buffer
 	for i, in := range inputs {
-		var b []byte
-		if in == "-" {
-			b, err = io.ReadAll(stdin)
-		} else {
-			b, err = os.ReadFile(in)
-		}
+		name, b, err := readInput(in, stdin)
 		if err != nil {
-			return err
-		}
-		name := in
-		if in == "-" {
-			name = "<stdin>"
+			return nil, err
 		}
 		res, err := s.Process(ctx, name, b)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if i > 0 && len(bytes.TrimSpace(res)) > 0 {
 			if out.Len() > 0 && !bytes.HasSuffix(out.Bytes(), []byte("\n")) {
@@ -144,8 +154,18 @@ func rewrite(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		}
 		out.Write(res)
 	}
-	_, err = stdout.Write(out.Bytes())
-	return err
+	return out.Bytes(), nil
+}
+
+// readInput reads one input, a file or "-" for stdin, and names it for
+// messages.
+func readInput(in string, stdin io.Reader) (string, []byte, error) {
+	if in == "-" {
+		b, err := io.ReadAll(stdin)
+		return "<stdin>", b, err
+	}
+	b, err := os.ReadFile(in)
+	return in, b, err
 }
 
 // injectFlags are the flags that say how to inject, shared by the

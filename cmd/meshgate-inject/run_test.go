@@ -10,18 +10,16 @@ import (
 	"testing"
 )
 
-// images stands in for the registry (inject's tests use a real one).
-type images map[string][2][]string
+// oneImage stands in for the registry (inject's tests use a real one): it
+// knows example.com/app:1 and nothing else.
+type oneImage struct{}
 
-func (m images) ImageConfig(_ context.Context, image string) ([]string, []string, error) {
-	c, ok := m[image]
-	if !ok {
+func (oneImage) ImageConfig(_ context.Context, image string) ([]string, []string, error) {
+	if image != "example.com/app:1" {
 		return nil, nil, fmt.Errorf("image %s: MANIFEST_UNKNOWN", image)
 	}
-	return c[0], c[1], nil
+	return []string{"/app/server"}, []string{"--port", "8080"}, nil
 }
-
-var registry = images{"example.com/app:1": {{"/app/server"}, {"--port", "8080"}}}
 
 const deployment = `apiVersion: apps/v1
 kind: Deployment
@@ -60,7 +58,7 @@ type result struct {
 func runWith(t *testing.T, stdin string, args ...string) result {
 	t.Helper()
 	var out, errb bytes.Buffer
-	code := run(t.Context(), args, strings.NewReader(stdin), &out, &errb, registry)
+	code := run(t.Context(), args, strings.NewReader(stdin), &out, &errb, oneImage{})
 	return result{code, out.String(), errb.String()}
 }
 

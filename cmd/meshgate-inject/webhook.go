@@ -41,17 +41,10 @@ type webhookFlags struct {
 	listen, certFile, keyFile, kubeconfig, platform, logLevel string
 	lookupTimeout, drain, grace                               time.Duration
 	cacheSize                                                 int
+	inj                                                       injectFlags
 }
 
-// serveWebhook is "meshgate-inject webhook": it serves until ctx ends,
-// then drains and returns nil.
-func serveWebhook(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fl := pflag.NewFlagSet("meshgate-inject webhook", pflag.ContinueOnError)
-	fl.SetOutput(io.Discard)
-	var (
-		f   webhookFlags
-		inj injectFlags
-	)
+func (f *webhookFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&f.listen, "listen", ":8443", "address to serve on, HOST:PORT")
 	fl.StringVar(&f.certFile, "tls-cert", "", "TLS certificate file, PEM (required; reloaded when it changes)")
 	fl.StringVar(&f.keyFile, "tls-key", "", "TLS key file, PEM (required; reloaded when it changes)")
@@ -62,86 +55,105 @@ func serveWebhook(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fl.DurationVar(&f.drain, "drain", 5*time.Second, "on SIGTERM, how long to keep serving with /readyz failing, so that endpoints drop this replica first")
 	fl.DurationVar(&f.grace, "grace", 10*time.Second, "then, how long open requests get to finish")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
-	inj.register(fl, "each pod")
-	help := fl.BoolP("help", "h", false, "show this help")
-	if err := fl.Parse(args); err != nil {
-		return usageError{err}
-	}
-	if *help {
-		fmt.Fprint(stdout, webhookUsage+fl.FlagUsages())
-		return pflag.ErrHelp
-	}
+	f.inj.register(fl, "each pod")
+}
+
+// check checks the parsed flags, in the order of the help, and returns the
+// log level; every error is a usageError.
+func (f *webhookFlags) check(fl *pflag.FlagSet) (zapcore.Level, error) {
+	var level zapcore.Level
 	if fl.NArg() > 0 {
-		return usageError{fmt.Errorf("webhook: unexpected argument %q", fl.Arg(0))}
+		return level, usageError{fmt.Errorf("webhook: unexpected argument %q", fl.Arg(0))}
 	}
 	if f.certFile == "" || f.keyFile == "" {
-		return usageError{errors.New("webhook: --tls-cert and --tls-key are required")}
+		return level, usageError{errors.New("webhook: --tls-cert and --tls-key are required")}
 	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration
 	}{{"--lookup-timeout", f.lookupTimeout}, {"--drain", f.drain}, {"--grace", f.grace}} {
 		if d.v < 0 || d.name == "--lookup-timeout" && d.v == 0 {
-			return usageError{fmt.Errorf("webhook: %s %v: want a positive duration", d.name, d.v)}
+			return level, usageError{fmt.Errorf("webhook: %s %v: want a positive duration", d.name, d.v)}
 		}
 	}
 	if f.cacheSize < 1 {
-		return usageError{fmt.Errorf("webhook: --cache-size %d: want at least 1", f.cacheSize)}
+		return level, usageError{fmt.Errorf("webhook: --cache-size %d: want at least 1", f.cacheSize)}
 	}
-	var level zapcore.Level
 	if err := level.Set(f.logLevel); err != nil {
-		return usageError{fmt.Errorf("webhook: --log-level %q: want debug, info, warn or error", f.logLevel)}
+		return level, usageError{fmt.Errorf("webhook: --log-level %q: want debug, info, warn or error", f.logLevel)}
 	}
-	if err := inj.parse(); err != nil {
-		return usageError{err}
+	if err := f.inj.parse(); err != nil {
+		return level, usageError{err}
 	}
-	opts := inj.opts
-	if err := opts.Validate(); err != nil {
-		return usageError{err}
+	if err := f.inj.opts.Validate(); err != nil {
+		return level, usageError{err}
 	}
 	if f.platform != "" {
 		if _, err := v1.ParsePlatform(f.platform); err != nil {
-			return usageError{fmt.Errorf("webhook: --platform %q: %w", f.platform, err)}
+			return level, usageError{fmt.Errorf("webhook: --platform %q: %w", f.platform, err)}
 		}
 	}
+	return level, nil
+}
 
-	certs := &webhook.Certs{CertFile: f.certFile, KeyFile: f.keyFile}
-	if err := certs.Load(); err != nil {
-		return usageError{fmt.Errorf("webhook: %w", err)}
+// serveWebhook is "meshgate-inject webhook": it serves until ctx ends,
+// then drains and returns nil.
+func serveWebhook(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fl := pflag.NewFlagSet("meshgate-inject webhook", pflag.ContinueOnError)
+	fl.SetOutput(io.Discard)
+	var f webhookFlags
+	f.register(fl)
+	if err := parseFlags(fl, args, stdout, webhookUsage); err != nil {
+		return err
 	}
-	cfg, err := restConfig(f.kubeconfig)
+	level, err := f.check(fl)
+	if err != nil {
+		return err
+	}
+	srv, ln, err := f.server()
 	if err != nil {
 		return usageError{fmt.Errorf("webhook: %w", err)}
 	}
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return usageError{fmt.Errorf("webhook: %w", err)}
-	}
-	ln, err := net.Listen("tcp", f.listen)
-	if err != nil {
-		return usageError{fmt.Errorf("webhook: --listen %q: %w", f.listen, err)}
-	}
-
 	log := newLogger(stderr, level)
 	defer func() { _ = log.Sync() }()
-	certs.Log = log
-	srv := &webhook.Server{
-		Handler: &webhook.Handler{
-			Transform:     webhook.Inject{Options: opts},
-			Lookups:       &webhook.Registry{Secrets: secretGetter(client), Platform: f.platform, MaxEntries: f.cacheSize},
-			LookupTimeout: f.lookupTimeout,
-			Log:           log,
-		},
-		Certs: certs,
-		Log:   log,
-		Drain: f.drain,
-		Grace: f.grace,
-	}
+	srv.Log, srv.Certs.Log, srv.Handler.Log = log, log, log
 	if err := srv.Serve(ctx, ln); err != nil {
 		log.Error("exiting", zap.Error(err))
 		return err
 	}
 	return nil
+}
+
+// server loads what the flags name (the certificate, the cluster's
+// credentials) and opens the listener: the server, ready but for its
+// logger.
+func (f *webhookFlags) server() (*webhook.Server, net.Listener, error) {
+	certs := &webhook.Certs{CertFile: f.certFile, KeyFile: f.keyFile}
+	if err := certs.Load(); err != nil {
+		return nil, nil, err
+	}
+	cfg, err := restConfig(f.kubeconfig)
+	if err != nil {
+		return nil, nil, err
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--listen %q: %w", f.listen, err)
+	}
+	return &webhook.Server{
+		Handler: &webhook.Handler{
+			Transform:     webhook.Inject{Options: f.inj.opts},
+			Lookups:       &webhook.Registry{Secrets: secretGetter(client), Platform: f.platform, MaxEntries: f.cacheSize},
+			LookupTimeout: f.lookupTimeout,
+		},
+		Certs: certs,
+		Drain: f.drain,
+		Grace: f.grace,
+	}, ln, nil
 }
 
 // restConfig is the API server's address and credentials: the kubeconfig
