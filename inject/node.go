@@ -65,7 +65,6 @@ func setAfter(m *yaml.Node, key string, value *yaml.Node, after ...string) {
 	set(m, key, value)
 }
 
-// del removes key from mapping m and reports whether it was there.
 // delCreated deletes key from m, a list or mapping that the injection
 // created, once meshgate's entries are out of it; if anything else was
 // added to it since (a later admission webhook's sidecar, volumes or
@@ -76,6 +75,7 @@ func delCreated(m *yaml.Node, key string) {
 	}
 }
 
+// del removes key from mapping m and reports whether it was there.
 func del(m *yaml.Node, key string) bool {
 	if m == nil || m.Kind != yaml.MappingNode {
 		return false

@@ -56,6 +56,14 @@ func DefaultImage() string {
 	return Repository + ":latest"
 }
 
+// image is the install image: Image, or DefaultImage().
+func (o Options) image() string {
+	if o.Image == "" {
+		return DefaultImage()
+	}
+	return o.Image
+}
+
 var releaseTag = regexp.MustCompile(`^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.]+)?$`)
 
 // Presets are the values --preset and the meshgate.io/preset annotation

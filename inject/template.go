@@ -86,51 +86,116 @@ func Template(ctx context.Context, tmpl *yaml.RNode, jobLike bool, opts Options)
 	if err := opts.Validate(); err != nil {
 		return res, err
 	}
-	root := tmpl.YNode()
-	if root == nil || root.Kind != yaml.MappingNode {
-		return res, fmt.Errorf("pod template is not a mapping")
-	}
-	spec := get(root, "spec")
-	if spec == nil || spec.Kind != yaml.MappingNode {
-		return res, fmt.Errorf("pod template has no spec")
-	}
-	meta := get(root, "metadata")
-	ann := get(meta, "annotations")
-	labels := get(meta, "labels")
-	if v := scalar(get(ann, AnnotationInject)); v == "false" {
-		res.note("%s is \"false\": left alone", AnnotationInject)
-		return res, nil
-	}
-	if get(ann, AnnotationInjected) != nil {
-		res.note("already injected: unchanged")
-		return res, nil
-	}
-	if native, why := NativeSidecar(tmpl); native {
-		res.note("native sidecar (%s): the kubelet starts the app after the proxy's startup probe and stops the proxy after a Job, so no gate is needed; unchanged", why)
-		return res, nil
-	}
-	containers := get(spec, "containers")
-	if containers == nil || containers.Kind != yaml.SequenceNode || len(containers.Content) == 0 {
-		return res, fmt.Errorf("pod template has no containers")
-	}
-	if err := checkShape(root, meta, spec); err != nil {
+	p, err := readPod(tmpl)
+	if err != nil {
 		return res, err
 	}
-
-	preset, why := opts.Preset, "--preset"
-	if p := scalar(get(ann, AnnotationPreset)); p != "" {
-		if !slices.Contains(Presets, p) {
-			return res, fmt.Errorf("annotation %s: preset %q: want one of %s", AnnotationPreset, p, strings.Join(Presets, ", "))
-		}
-		preset, why = p, "annotation "+AnnotationPreset
+	if why := leftAlone(tmpl, p.ann); why != "" {
+		res.note("%s", why)
+		return res, nil
 	}
-	guessed, guessWhy, off := guessPreset(spec, ann, labels)
+	if err := p.check(); err != nil {
+		return res, err
+	}
+	preset, ok, err := p.preset(opts, &res)
+	if err != nil || !ok {
+		return res, err
+	}
+	chosen, err := choose(p.spec, p.containers, p.ann, opts, &res)
+	if err != nil {
+		return res, err
+	}
+	if len(chosen) == 0 {
+		res.note("no container left to wrap: unchanged")
+		return res, nil
+	}
+	if err := p.checkFree(); err != nil {
+		return res, err
+	}
+	prefix, jobLike := p.prefix(preset, jobLike, opts, &res)
+	plans := make([]plan, 0, len(chosen))
+	for _, c := range chosen {
+		pl, err := planContainer(ctx, c, opts, &res)
+		if err != nil {
+			return res, err
+		}
+		plans = append(plans, pl)
+	}
+	// Everything is known: change the template.
+	rec := p.wire(plans, prefix, opts.image(), jobLike && preset == "linkerd", &res)
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return res, err
+	}
+	set(p.ann, AnnotationInjected, str(string(b)))
+	res.Changed = true
+	return res, nil
+}
+
+// pod holds the nodes of a pod template that Template reads and edits;
+// meta, ann and labels are nil where the template has none.
+type pod struct {
+	root, meta, ann, labels, spec, containers *yaml.Node
+}
+
+func readPod(tmpl *yaml.RNode) (*pod, error) {
+	p := &pod{root: tmpl.YNode()}
+	if p.root == nil || p.root.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("pod template is not a mapping")
+	}
+	p.spec = get(p.root, "spec")
+	if p.spec == nil || p.spec.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("pod template has no spec")
+	}
+	p.meta = get(p.root, "metadata")
+	p.ann, p.labels = get(p.meta, "annotations"), get(p.meta, "labels")
+	p.containers = get(p.spec, "containers")
+	return p, nil
+}
+
+// leftAlone says why a template that opts out, is injected already or has
+// a native sidecar proxy is left unchanged, or "" if it is not.
+func leftAlone(tmpl *yaml.RNode, ann *yaml.Node) string {
+	if v := scalar(get(ann, AnnotationInject)); v == "false" {
+		return fmt.Sprintf("%s is \"false\": left alone", AnnotationInject)
+	}
+	if get(ann, AnnotationInjected) != nil {
+		return "already injected: unchanged"
+	}
+	if native, why := NativeSidecar(tmpl); native {
+		return fmt.Sprintf("native sidecar (%s): the kubelet starts the app after the proxy's startup probe and stops the proxy after a Job, so no gate is needed; unchanged", why)
+	}
+	return ""
+}
+
+// check checks that the template has containers and that what Template
+// edits has the shape it expects.
+func (p *pod) check() error {
+	if p.containers == nil || p.containers.Kind != yaml.SequenceNode || len(p.containers.Content) == 0 {
+		return fmt.Errorf("pod template has no containers")
+	}
+	return checkShape(p.root, p.meta, p.spec)
+}
+
+// preset is the mesh whose preset the gate gets: the annotation's, else
+// --preset, else the one the template shows; "" for meshgate's default.
+// It reports false when the template turns its mesh off, so that there is
+// no proxy to wait for.
+func (p *pod) preset(opts Options, res *Result) (string, bool, error) {
+	preset, why := opts.Preset, "--preset"
+	if a := scalar(get(p.ann, AnnotationPreset)); a != "" {
+		if !slices.Contains(Presets, a) {
+			return "", false, fmt.Errorf("annotation %s: preset %q: want one of %s", AnnotationPreset, a, strings.Join(Presets, ", "))
+		}
+		preset, why = a, "annotation "+AnnotationPreset
+	}
+	guessed, guessWhy, off := guessPreset(p.spec, p.ann, p.labels)
 	switch {
 	case guessed == "" && off != "" && why != "annotation "+AnnotationPreset:
 		// Even with --preset: this workload has no proxy, and a gate
 		// would hold it until the timeout.
 		res.note("%s: the pod has no mesh proxy, so there is nothing to wait for; unchanged", off)
-		return res, nil
+		return "", false, nil
 	case preset == "":
 		preset, why = guessed, guessWhy
 	case guessed != "" && guessed != preset:
@@ -141,23 +206,28 @@ func Template(ctx context.Context, tmpl *yaml.RNode, jobLike bool, opts Options)
 	} else {
 		res.note("no mesh found in the pod template's annotations, labels or containers: meshgate's default probe (Istio's); set --preset or the %s annotation if that is wrong", AnnotationPreset)
 	}
+	return preset, true, nil
+}
 
-	chosen, err := choose(spec, containers, ann, opts, &res)
-	if err != nil {
-		return res, err
+// checkFree refuses a pod that has meshgate's volume or init container
+// already, without the annotation that says the injection added them.
+func (p *pod) checkFree() error {
+	for _, c := range []struct{ list, name, what string }{
+		{"volumes", Volume, "a volume"},
+		{"initContainers", InstallContainer, "an init container"},
+	} {
+		if _, i := named(get(p.spec, c.list), c.name); i >= 0 {
+			return fmt.Errorf("the pod already has %s %q that meshgate-inject did not add: finish the wiring by hand, or remove it and inject again", c.what, c.name)
+		}
 	}
-	if len(chosen) == 0 {
-		res.note("no container left to wrap: unchanged")
-		return res, nil
-	}
-	if _, i := named(get(spec, "volumes"), Volume); i >= 0 {
-		return res, fmt.Errorf("the pod already has a volume %q that meshgate-inject did not add: finish the wiring by hand, or remove it and inject again", Volume)
-	}
-	if _, i := named(get(spec, "initContainers"), InstallContainer); i >= 0 {
-		return res, fmt.Errorf("the pod already has an init container %q that meshgate-inject did not add: finish the wiring by hand, or remove it and inject again", InstallContainer)
-	}
+	return nil
+}
 
-	policy := scalar(get(spec, "restartPolicy"))
+// prefix is the gate's command line that goes before each wrapped
+// command, up to and including "--"; jobLike is false if the mesh cannot
+// be told to quit.
+func (p *pod) prefix(preset string, jobLike bool, opts Options, res *Result) ([]string, bool) {
+	policy := scalar(get(p.spec, "restartPolicy"))
 	if policy == "Never" || policy == "OnFailure" {
 		jobLike = true
 	}
@@ -165,10 +235,10 @@ func Template(ctx context.Context, tmpl *yaml.RNode, jobLike bool, opts Options)
 	if preset != "" {
 		prefix = append(prefix, "--preset", preset)
 	}
-	if p, err := probe.LookupPreset(preset); jobLike && err == nil && p.Quit == "" {
+	if pr, err := probe.LookupPreset(preset); jobLike && err == nil && pr.Quit == "" {
 		// The mesh has no quit endpoint meshgate could use: --quit would
 		// be refused. The sidecar has to stop some other way.
-		res.note("no --quit for this Job-like pod: %s", p.NoQuit)
+		res.note("no --quit for this Job-like pod: %s", pr.NoQuit)
 		jobLike = false
 	}
 	if jobLike {
@@ -179,115 +249,128 @@ func Template(ctx context.Context, tmpl *yaml.RNode, jobLike bool, opts Options)
 			prefix = append(prefix, "--quit-on", "success")
 		}
 	}
-	prefix = append(append(prefix, opts.GateFlags...), "--")
+	return append(append(prefix, opts.GateFlags...), "--"), jobLike
+}
 
-	plans := make([]plan, 0, len(chosen))
-	for _, c := range chosen {
-		p, err := planContainer(ctx, c, opts, &res)
-		if err != nil {
-			return res, err
-		}
-		plans = append(plans, p)
-	}
-
-	// Everything is known: change the template.
+// wire adds meshgate to the pod: the volume, the init container that
+// installs meshgate from image, and the wrapped commands, with Linkerd's
+// shutdown annotation when linkerdQuit. It returns the record of what it
+// created or filled in.
+func (p *pod) wire(plans []plan, prefix []string, image string, linkerdQuit bool, res *Result) record {
 	var rec record
-	if meta == nil {
-		meta = mapping()
-		set(root, "metadata", meta)
-		rec.Metadata = true
-	} else if null(meta) {
-		rec.fill(meta, "metadata", yaml.MappingNode)
+	p.meta, rec.Metadata = rec.ensure(p.meta, "metadata", yaml.MappingNode, func(n *yaml.Node) {
+		set(p.root, "metadata", n)
+	})
+	p.ann, rec.Annotations = rec.ensure(p.ann, "metadata.annotations", yaml.MappingNode, func(n *yaml.Node) {
+		setAfter(p.meta, "annotations", n, "labels", "name", "namespace")
+	})
+	if linkerdQuit {
+		rec.LinkerdShutdown = linkerdShutdown(p.ann, res)
 	}
-	if ann == nil {
-		ann = mapping()
-		setAfter(meta, "annotations", ann, "labels", "name", "namespace")
-		rec.Annotations = true
-	} else if null(ann) {
-		rec.fill(ann, "metadata.annotations", yaml.MappingNode)
-	}
-	if jobLike && preset == "linkerd" {
-		if v := get(ann, LinkerdShutdown); v == nil {
-			set(ann, LinkerdShutdown, str("enabled"))
-			rec.LinkerdShutdown = new(string)
-			res.note("added %s: enabled, without which Linkerd refuses the quit", LinkerdShutdown)
-		} else if v.Value != "enabled" {
-			old := v.Value
-			rec.LinkerdShutdown = &old
-			v.Value = "enabled"
-			res.note("set %s to enabled (was %q), without which Linkerd refuses the quit", LinkerdShutdown, old)
-		}
-	}
-	volumes := get(spec, "volumes")
-	if volumes == nil {
-		volumes = seq()
-		set(spec, "volumes", volumes)
-		rec.Volumes = true
-	} else if null(volumes) {
-		rec.fill(volumes, "spec.volumes", yaml.SequenceNode)
-	}
+	volumes, created := rec.ensure(get(p.spec, "volumes"), "spec.volumes", yaml.SequenceNode, func(n *yaml.Node) {
+		set(p.spec, "volumes", n)
+	})
+	rec.Volumes = created
 	volumes.Content = append(volumes.Content, volume())
-	inits := get(spec, "initContainers")
-	if inits == nil {
-		inits = seq()
-		setBefore(spec, "initContainers", inits, "containers")
-		rec.InitContainers = true
-	} else if null(inits) {
-		rec.fill(inits, "spec.initContainers", yaml.SequenceNode)
-	}
-	image := opts.Image
-	if image == "" {
-		image = DefaultImage()
-	}
+	inits, created := rec.ensure(get(p.spec, "initContainers"), "spec.initContainers", yaml.SequenceNode, func(n *yaml.Node) {
+		setBefore(p.spec, "initContainers", n, "containers")
+	})
+	rec.InitContainers = created
 	inits.Content = append(inits.Content, installContainer(image))
-	for _, p := range plans {
-		w := wrapped{Name: p.name, Command: p.addCmd, Args: p.addArgs}
-		if p.addCmd {
-			cmd := strSeq(append(slices.Clone(prefix), p.command...))
-			if old := get(p.node, "command"); old != nil {
-				rec.fill(old, "containers."+p.name+".command", yaml.SequenceNode)
-				old.Content = cmd.Content
-				w.Command = false
-			} else {
-				setAfter(p.node, "command", cmd, "image", "name")
-			}
-		} else {
-			cmd := get(p.node, "command")
-			pre := strSeq(prefix).Content
-			for _, n := range pre {
-				n.Style = cmd.Content[0].Style // quoted like the command
-			}
-			cmd.Content = append(pre, cmd.Content...)
-		}
-		if p.addArgs {
-			args := strSeq(p.args)
-			if old := get(p.node, "args"); old != nil {
-				rec.fill(old, "containers."+p.name+".args", yaml.SequenceNode)
-				old.Content = args.Content
-				w.Args = false
-			} else {
-				setAfter(p.node, "args", args, "command")
-			}
-		}
-		mounts := get(p.node, "volumeMounts")
-		if mounts == nil {
-			mounts = seq()
-			set(p.node, "volumeMounts", mounts)
-			w.Mounts = true
-		} else if null(mounts) {
-			rec.fill(mounts, "containers."+p.name+".volumeMounts", yaml.SequenceNode)
-		}
-		mounts.Content = append(mounts.Content, mapping("name", Volume, "mountPath", MountPath, "readOnly", boolean(true)))
-		rec.Containers = append(rec.Containers, w)
-		res.note("wrapped container %s: %s", p.name, strings.Join(prefix, " "))
+	for _, pl := range plans {
+		rec.Containers = append(rec.Containers, rec.wrap(pl, prefix))
+		res.note("wrapped container %s: %s", pl.name, strings.Join(prefix, " "))
 	}
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return res, err
+	return rec
+}
+
+// linkerdShutdown sets Linkerd's shutdown annotation to "enabled", without
+// which Linkerd refuses the quit, and returns what rec keeps of it: nil if
+// it was so already, "" if it was added, else the former value.
+func linkerdShutdown(ann *yaml.Node, res *Result) *string {
+	v := get(ann, LinkerdShutdown)
+	switch {
+	case v == nil:
+		set(ann, LinkerdShutdown, str("enabled"))
+		res.note("added %s: enabled, without which Linkerd refuses the quit", LinkerdShutdown)
+		return new(string)
+	case v.Value != "enabled":
+		old := v.Value
+		v.Value = "enabled"
+		res.note("set %s to enabled (was %q), without which Linkerd refuses the quit", LinkerdShutdown, old)
+		return &old
 	}
-	set(ann, AnnotationInjected, str(string(b)))
-	res.Changed = true
-	return res, nil
+	return nil
+}
+
+// wrap puts prefix before the command of the planned container and mounts
+// meshgate's volume in it.
+func (rec *record) wrap(p plan, prefix []string) wrapped {
+	w := wrapped{Name: p.name}
+	key := "containers." + p.name + "."
+	if p.addCmd {
+		w.Command = rec.setList(p.node, key+"command", "command", append(slices.Clone(prefix), p.command...), "image", "name")
+	} else {
+		cmd := get(p.node, "command")
+		pre := strSeq(prefix).Content
+		for _, n := range pre {
+			n.Style = cmd.Content[0].Style // quoted like the command
+		}
+		cmd.Content = append(pre, cmd.Content...)
+	}
+	if p.addArgs {
+		w.Args = rec.setList(p.node, key+"args", "args", p.args, "command")
+	}
+	mounts, created := rec.ensure(get(p.node, "volumeMounts"), key+"volumeMounts", yaml.SequenceNode, func(n *yaml.Node) {
+		set(p.node, "volumeMounts", n)
+	})
+	w.Mounts = created
+	mounts.Content = append(mounts.Content, mapping("name", Volume, "mountPath", MountPath, "readOnly", boolean(true)))
+	return w
+}
+
+// ensure returns n, a mapping or list of kind that the injection adds to.
+// When there is none, it makes an empty one, which add puts in its place,
+// and reports true; a null n it makes empty in place, recording the null
+// under path for Uninject.
+func (rec *record) ensure(n *yaml.Node, path string, kind yaml.Kind, add func(*yaml.Node)) (*yaml.Node, bool) {
+	if n == nil {
+		n = seq()
+		if kind == yaml.MappingNode {
+			n = mapping()
+		}
+		add(n)
+		return n, true
+	}
+	if null(n) {
+		rec.fill(n, path, kind)
+	}
+	return n, false
+}
+
+// setList sets key of container c to list: in place of a null that was
+// there (recorded under path), or as a new key after the first of after
+// that c has, in which case it reports true.
+func (rec *record) setList(c *yaml.Node, path, key string, list []string, after ...string) bool {
+	l := strSeq(list)
+	if old := get(c, key); old != nil {
+		rec.fill(old, path, yaml.SequenceNode)
+		old.Content = l.Content
+		return false
+	}
+	setAfter(c, key, l, after...)
+	return true
+}
+
+// undo takes back what ensure did to m's key once meshgate's entries are
+// out of it: it deletes the key if the injection created it (see
+// delCreated), or turns it back into the null it was.
+func (rec *record) undo(m *yaml.Node, key, path string, created bool) {
+	if created {
+		delCreated(m, key)
+		return
+	}
+	rec.unfill(get(m, key), path)
 }
 
 // checkShape checks the kinds of the nodes Template edits, so that a
@@ -442,37 +525,15 @@ func planContainer(ctx context.Context, c *yaml.Node, opts Options, res *Result)
 	entry, haveEntry := opts.Entrypoints[name]
 	cmd, haveCmd := opts.Cmds[name]
 	if !haveEntry || (!hasArgs && !haveCmd) {
-		image := scalar(get(c, "image"))
-		if opts.Resolver == nil {
-			need := "its image's ENTRYPOINT"
-			hint := fmt.Sprintf("--entrypoint %s='[\"/path/to/app\"]'", name)
-			if !hasArgs {
-				need = "its image's ENTRYPOINT and CMD"
-				hint += fmt.Sprintf(" and --cmd %s='[...]' (or '[]')", name)
-			}
-			return p, fmt.Errorf("container %s sets no command, so it runs %s, which the manifest does not show: pass %s, or --resolve to read them from the registry", name, need, hint)
-		}
-		if image == "" {
-			return p, fmt.Errorf("container %s has neither a command nor an image", name)
-		}
-		var (
-			e, c []string
-			err  error
-		)
-		if pr, ok := opts.Resolver.(PlatformResolver); ok && opts.Platform != "" {
-			e, c, err = pr.ImageConfigPlatform(ctx, image, opts.Platform)
-		} else {
-			e, c, err = opts.Resolver.ImageConfig(ctx, image)
-		}
+		imageEntry, imageCmd, err := resolveImage(ctx, c, hasArgs, opts, res)
 		if err != nil {
-			return p, fmt.Errorf("container %s: %w", name, err)
+			return p, err
 		}
-		res.note("container %s: image %s has ENTRYPOINT %s and CMD %s", name, image, jsonList(e), jsonList(c))
 		if !haveEntry {
-			entry = e
+			entry = imageEntry
 		}
 		if !haveCmd {
-			cmd = c
+			cmd = imageCmd
 		}
 	}
 	p.addCmd, p.command = true, entry
@@ -483,6 +544,34 @@ func planContainer(ctx context.Context, c *yaml.Node, opts Options, res *Result)
 		return p, fmt.Errorf("container %s: its image has neither ENTRYPOINT nor CMD, so there is no command to wrap", name)
 	}
 	return p, nil
+}
+
+// resolveImage reads the ENTRYPOINT and CMD of container c's image with
+// opts.Resolver, which the command line's --resolve gives.
+func resolveImage(ctx context.Context, c *yaml.Node, hasArgs bool, opts Options, res *Result) (entry, cmd []string, err error) {
+	name, image := scalar(get(c, "name")), scalar(get(c, "image"))
+	if opts.Resolver == nil {
+		need := "its image's ENTRYPOINT"
+		hint := fmt.Sprintf("--entrypoint %s='[\"/path/to/app\"]'", name)
+		if !hasArgs {
+			need = "its image's ENTRYPOINT and CMD"
+			hint += fmt.Sprintf(" and --cmd %s='[...]' (or '[]')", name)
+		}
+		return nil, nil, fmt.Errorf("container %s sets no command, so it runs %s, which the manifest does not show: pass %s, or --resolve to read them from the registry", name, need, hint)
+	}
+	if image == "" {
+		return nil, nil, fmt.Errorf("container %s has neither a command nor an image", name)
+	}
+	if pr, ok := opts.Resolver.(PlatformResolver); ok && opts.Platform != "" {
+		entry, cmd, err = pr.ImageConfigPlatform(ctx, image, opts.Platform)
+	} else {
+		entry, cmd, err = opts.Resolver.ImageConfig(ctx, image)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("container %s: %w", name, err)
+	}
+	res.note("container %s: image %s has ENTRYPOINT %s and CMD %s", name, image, jsonList(entry), jsonList(cmd))
+	return entry, cmd, nil
 }
 
 func jsonList(l []string) string {
@@ -626,53 +715,19 @@ func Uninject(tmpl *yaml.RNode) (Result, error) {
 	spec := get(root, "spec")
 	containers := get(spec, "containers")
 	// Check everything first, so that nothing is half undone.
-	cuts := make([]int, len(rec.Containers))
-	for i, w := range rec.Containers {
-		c, at := named(containers, w.Name)
-		if at < 0 {
-			return res, fmt.Errorf("container %s, which %s names, is gone", w.Name, AnnotationInjected)
-		}
-		cmd, _ := stringList(get(c, "command"))
-		cuts[i] = slices.Index(cmd, "--")
-		if len(cmd) == 0 || cmd[0] != Gate || cuts[i] < 0 {
-			return res, fmt.Errorf("container %s: command %s does not start with %s ... --: changed since the injection", w.Name, jsonList(cmd), Gate)
-		}
+	cuts, err := rec.cuts(containers)
+	if err != nil {
+		return res, err
 	}
 	for i, w := range rec.Containers {
 		c, _ := named(containers, w.Name)
-		prefix := "containers." + w.Name + "."
-		if w.Command {
-			del(c, "command")
-		} else {
-			cmd := get(c, "command")
-			cmd.Content = cmd.Content[cuts[i]+1:]
-			rec.unfill(cmd, prefix+"command")
-		}
-		if w.Args {
-			del(c, "args")
-		} else {
-			rec.unfill(get(c, "args"), prefix+"args")
-		}
-		removeNamed(get(c, "volumeMounts"), Volume)
-		if w.Mounts {
-			delCreated(c, "volumeMounts")
-		} else {
-			rec.unfill(get(c, "volumeMounts"), prefix+"volumeMounts")
-		}
+		rec.unwrap(c, w, cuts[i])
 		res.note("unwrapped container %s", w.Name)
 	}
 	removeNamed(get(spec, "initContainers"), InstallContainer)
-	if rec.InitContainers {
-		delCreated(spec, "initContainers")
-	} else {
-		rec.unfill(get(spec, "initContainers"), "spec.initContainers")
-	}
+	rec.undo(spec, "initContainers", "spec.initContainers", rec.InitContainers)
 	removeNamed(get(spec, "volumes"), Volume)
-	if rec.Volumes {
-		delCreated(spec, "volumes")
-	} else {
-		rec.unfill(get(spec, "volumes"), "spec.volumes")
-	}
+	rec.undo(spec, "volumes", "spec.volumes", rec.Volumes)
 	if rec.LinkerdShutdown != nil {
 		if *rec.LinkerdShutdown == "" {
 			del(ann, LinkerdShutdown)
@@ -681,16 +736,47 @@ func Uninject(tmpl *yaml.RNode) (Result, error) {
 		}
 	}
 	del(ann, AnnotationInjected)
-	if rec.Annotations {
-		delCreated(meta, "annotations")
-	} else {
-		rec.unfill(ann, "metadata.annotations")
-	}
-	if rec.Metadata {
-		delCreated(root, "metadata")
-	} else {
-		rec.unfill(meta, "metadata")
-	}
+	rec.undo(meta, "annotations", "metadata.annotations", rec.Annotations)
+	rec.undo(root, "metadata", "metadata", rec.Metadata)
 	res.Changed = true
 	return res, nil
+}
+
+// cuts finds, in the command of each container the record names, the
+// index of the "--" that ends the gate's prefix; an error if a container
+// is gone or its command changed since the injection.
+func (rec *record) cuts(containers *yaml.Node) ([]int, error) {
+	cuts := make([]int, len(rec.Containers))
+	for i, w := range rec.Containers {
+		c, at := named(containers, w.Name)
+		if at < 0 {
+			return nil, fmt.Errorf("container %s, which %s names, is gone", w.Name, AnnotationInjected)
+		}
+		cmd, _ := stringList(get(c, "command"))
+		cuts[i] = slices.Index(cmd, "--")
+		if len(cmd) == 0 || cmd[0] != Gate || cuts[i] < 0 {
+			return nil, fmt.Errorf("container %s: command %s does not start with %s ... --: changed since the injection", w.Name, jsonList(cmd), Gate)
+		}
+	}
+	return cuts, nil
+}
+
+// unwrap takes back what wrap did to container c, whose gate prefix ends
+// at index cut of its command.
+func (rec *record) unwrap(c *yaml.Node, w wrapped, cut int) {
+	key := "containers." + w.Name + "."
+	if w.Command {
+		del(c, "command")
+	} else {
+		cmd := get(c, "command")
+		cmd.Content = cmd.Content[cut+1:]
+		rec.unfill(cmd, key+"command")
+	}
+	if w.Args {
+		del(c, "args")
+	} else {
+		rec.unfill(get(c, "args"), key+"args")
+	}
+	removeNamed(get(c, "volumeMounts"), Volume)
+	rec.undo(c, "volumeMounts", key+"volumeMounts", w.Mounts)
 }
