@@ -210,32 +210,43 @@ func argv(c corev1.Container, image [2][]string) []string {
 // type is at hand).
 func podSpec(t *testing.T, kind string, doc []byte) *corev1.PodSpec {
 	t.Helper()
-	switch kind {
-	case "Pod":
-		return &decodeStrict[corev1.Pod](t, doc).Spec
-	case "Deployment":
-		if strings.Contains(string(doc), "example.com/v1") {
-			return nil
-		}
-		return &decodeStrict[appsv1.Deployment](t, doc).Spec.Template.Spec
-	case "StatefulSet":
-		return &decodeStrict[appsv1.StatefulSet](t, doc).Spec.Template.Spec
-	case "DaemonSet":
-		return &decodeStrict[appsv1.DaemonSet](t, doc).Spec.Template.Spec
-	case "ReplicaSet":
-		return &decodeStrict[appsv1.ReplicaSet](t, doc).Spec.Template.Spec
-	case "ReplicationController":
-		return &decodeStrict[corev1.ReplicationController](t, doc).Spec.Template.Spec
-	case "Job":
-		return &decodeStrict[batchv1.Job](t, doc).Spec.Template.Spec
-	case "CronJob":
-		return &decodeStrict[batchv1.CronJob](t, doc).Spec.JobTemplate.Spec.Template.Spec
-	case "Service":
+	switch {
+	case kind == "Deployment" && strings.Contains(string(doc), "example.com/v1"):
+		return nil // a custom resource of the same kind
+	case kind == "Service":
 		decodeStrict[corev1.Service](t, doc)
-	case "ConfigMap":
+	case kind == "ConfigMap":
 		decodeStrict[corev1.ConfigMap](t, doc)
+	case podSpecs[kind] != nil:
+		return podSpecs[kind](t, doc)
 	}
 	return nil
+}
+
+// podSpecs decode each workload kind strictly and find its pod spec.
+var podSpecs = map[string]func(*testing.T, []byte) *corev1.PodSpec{
+	"Pod": func(t *testing.T, d []byte) *corev1.PodSpec { return &decodeStrict[corev1.Pod](t, d).Spec },
+	"Deployment": func(t *testing.T, d []byte) *corev1.PodSpec {
+		return &decodeStrict[appsv1.Deployment](t, d).Spec.Template.Spec
+	},
+	"StatefulSet": func(t *testing.T, d []byte) *corev1.PodSpec {
+		return &decodeStrict[appsv1.StatefulSet](t, d).Spec.Template.Spec
+	},
+	"DaemonSet": func(t *testing.T, d []byte) *corev1.PodSpec {
+		return &decodeStrict[appsv1.DaemonSet](t, d).Spec.Template.Spec
+	},
+	"ReplicaSet": func(t *testing.T, d []byte) *corev1.PodSpec {
+		return &decodeStrict[appsv1.ReplicaSet](t, d).Spec.Template.Spec
+	},
+	"ReplicationController": func(t *testing.T, d []byte) *corev1.PodSpec {
+		return &decodeStrict[corev1.ReplicationController](t, d).Spec.Template.Spec
+	},
+	"Job": func(t *testing.T, d []byte) *corev1.PodSpec {
+		return &decodeStrict[batchv1.Job](t, d).Spec.Template.Spec
+	},
+	"CronJob": func(t *testing.T, d []byte) *corev1.PodSpec {
+		return &decodeStrict[batchv1.CronJob](t, d).Spec.JobTemplate.Spec.Template.Spec
+	},
 }
 
 // decodeStrict decodes doc strictly into a new T.

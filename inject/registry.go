@@ -109,19 +109,32 @@ func (r *Registry) lookup(ctx context.Context, image, platform string) ([]string
 		if err != nil {
 			return nil, nil, err
 		}
-		cf, err := img.ConfigFile()
-		if err != nil {
-			return nil, nil, fmt.Errorf("reading its config: %w", err)
-		}
-		if want != nil && cf.OS != "" && !(platformOf(cf).Satisfies(*want)) {
-			return nil, nil, fmt.Errorf("is for %s only, not %s", platformOf(cf), want)
-		}
-		return cf.Config.Entrypoint, cf.Config.Cmd, nil
+		return fromImage(img, want)
 	}
 	idx, err := desc.ImageIndex()
 	if err != nil {
 		return nil, nil, err
 	}
+	return fromIndex(idx, want)
+}
+
+// fromImage is the ENTRYPOINT and CMD of a single-platform image, which
+// must be for want, if given.
+func fromImage(img v1.Image, want *v1.Platform) ([]string, []string, error) {
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading its config: %w", err)
+	}
+	if want != nil && cf.OS != "" && !(platformOf(cf).Satisfies(*want)) {
+		return nil, nil, fmt.Errorf("is for %s only, not %s", platformOf(cf), want)
+	}
+	return cf.Config.Entrypoint, cf.Config.Cmd, nil
+}
+
+// fromIndex is the ENTRYPOINT and CMD of the image for want in a
+// multi-platform index or, without want, those of its linux images, which
+// must all agree.
+func fromIndex(idx v1.ImageIndex, want *v1.Platform) ([]string, []string, error) {
 	m, err := idx.IndexManifest()
 	if err != nil {
 		return nil, nil, err

@@ -73,29 +73,40 @@ func (s *Stream) Process(ctx context.Context, name string, in []byte) ([]byte, e
 			out.Write(d.body)
 			continue
 		}
-		body := d.body
-		crlf := bytes.Contains(body, []byte("\r\n"))
-		if crlf { // written on Windows: kyaml writes "\n"
-			body = bytes.ReplaceAll(body, []byte("\r\n"), []byte("\n"))
-		}
-		style := yaml.SequenceIndentStyle(yaml.DeriveSeqIndentStyle(string(body)))
-		b, err := encode(node, style)
+		b, err := reencode(node, original, d.body)
 		if err != nil {
 			return nil, fmt.Errorf("%s: document %d: %v", name, i+1, err)
-		}
-		// What kyaml drops (blank lines) is put back where it can be.
-		if before, err := encode(original, style); err == nil {
-			b = overlay(withNewline(body), before, b)
-		}
-		if !bytes.HasSuffix(body, []byte("\n")) {
-			b = bytes.TrimSuffix(b, []byte("\n"))
-		}
-		if crlf {
-			b = bytes.ReplaceAll(b, []byte("\n"), []byte("\r\n"))
 		}
 		out.Write(b)
 	}
 	return out.Bytes(), nil
+}
+
+// reencode writes node, the changed document whose text was body and
+// which decoded as original, in the style of body: its list indentation,
+// its blank lines where they can be kept, its line ends, and its final
+// newline or lack of one.
+func reencode(node, original *yaml.Node, body []byte) ([]byte, error) {
+	crlf := bytes.Contains(body, []byte("\r\n"))
+	if crlf { // written on Windows: kyaml writes "\n"
+		body = bytes.ReplaceAll(body, []byte("\r\n"), []byte("\n"))
+	}
+	style := yaml.SequenceIndentStyle(yaml.DeriveSeqIndentStyle(string(body)))
+	b, err := encode(node, style)
+	if err != nil {
+		return nil, err
+	}
+	// What kyaml drops (blank lines) is put back where it can be.
+	if before, err := encode(original, style); err == nil {
+		b = overlay(withNewline(body), before, b)
+	}
+	if !bytes.HasSuffix(body, []byte("\n")) {
+		b = bytes.TrimSuffix(b, []byte("\n"))
+	}
+	if crlf {
+		b = bytes.ReplaceAll(b, []byte("\n"), []byte("\r\n"))
+	}
+	return b, nil
 }
 
 func encode(node *yaml.Node, style yaml.SequenceIndentStyle) ([]byte, error) {

@@ -86,8 +86,6 @@ type Handler struct {
 	LookupTimeout time.Duration
 	// Log is nil for zap.NewNop().
 	Log *zap.Logger
-	// Now is nil for time.Now; it times each admission for the log.
-	Now func() time.Time
 }
 
 func (h *Handler) log() *zap.Logger {
@@ -95,13 +93,6 @@ func (h *Handler) log() *zap.Logger {
 		return zap.NewNop()
 	}
 	return h.Log
-}
-
-func (h *Handler) now() time.Time {
-	if h.Now == nil {
-		return time.Now()
-	}
-	return h.Now()
 }
 
 // ServeHTTP decodes one AdmissionReview and answers it. Anything that is
@@ -131,14 +122,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "review has no request", http.StatusBadRequest)
 		return
 	}
-	start := h.now()
+	start := time.Now()
 	resp := h.Review(r.Context(), review.Request)
 	h.log().Debug("admission reviewed",
 		zap.String("uid", string(review.Request.UID)),
 		zap.String("namespace", review.Request.Namespace),
 		zap.String("name", podName(review.Request)),
 		zap.Bool("patched", resp.Patch != nil),
-		zap.Duration("elapsed", h.now().Sub(start)))
+		zap.Duration("elapsed", time.Since(start)))
 	out, err := json.Marshal(admissionv1.AdmissionReview{
 		TypeMeta: metav1.TypeMeta{APIVersion: "admission.k8s.io/v1", Kind: "AdmissionReview"},
 		Response: resp,
@@ -183,63 +174,85 @@ func (h *Handler) Review(ctx context.Context, req *admissionv1.AdmissionRequest)
 		return resp
 	}
 
-	var changed bool
-	var notes []string
-	if native, why := h.Transform.NativeSidecar(pod); native {
-		// Left alone, unless this is a reinvocation after a later
-		// webhook made the proxy a native sidecar: then the wiring
-		// this webhook added comes out.
-		changed, notes, err = h.Transform.Uninject(pod)
-		if err != nil {
-			return warn(resp, fmt.Sprintf("native sidecar (%s), wiring not taken out: %v", why, err))
+	changed, notes, warnings := h.transform(ctx, req, pod, log)
+	if len(warnings) > 0 {
+		for _, w := range warnings {
+			resp = warn(resp, w)
 		}
-		log.Info("native sidecar", zap.String("reason", why), zap.Bool("unwired", changed))
-	} else {
-		rec := &recorder{}
-		if h.Lookups != nil {
-			rec.Resolver = h.Lookups.For(req.Namespace, pullSecrets(pod))
-		}
-		timeout := h.LookupTimeout
-		if timeout <= 0 {
-			timeout = 2 * time.Second
-		}
-		lctx, cancel := context.WithTimeout(ctx, timeout)
-		changed, notes, err = h.Transform.Inject(lctx, pod, jobLike(pod), rec)
-		cancel()
-		if err != nil {
-			for _, w := range rec.warnings(pod) {
-				resp = warn(resp, w)
-			}
-			if len(resp.Warnings) == 0 {
-				resp = warn(resp, err.Error())
-			}
-			log.Warn("pod admitted unchanged", zap.Error(err))
-			return resp
-		}
+		return resp
 	}
 	if !changed {
 		log.Debug("pod unchanged", zap.Strings("notes", notes))
 		return resp
 	}
-	after, err := toJSON(pod)
+	patch, n, err := patchFor(req.Object.Raw, pod)
 	if err != nil {
-		return warn(resp, fmt.Sprintf("pod not encoded: %v", err))
+		return warn(resp, err.Error())
 	}
-	ops, err := jsonpatch.CreatePatch(req.Object.Raw, after)
-	if err != nil {
-		return warn(resp, fmt.Sprintf("patch not made: %v", err))
-	}
-	if len(ops) == 0 {
+	if n == 0 {
 		return resp
-	}
-	patch, err := json.Marshal(ops)
-	if err != nil {
-		return warn(resp, fmt.Sprintf("patch not encoded: %v", err))
 	}
 	pt := admissionv1.PatchTypeJSONPatch
 	resp.Patch, resp.PatchType = patch, &pt
-	log.Info("pod changed", zap.Int("operations", len(ops)), zap.Strings("notes", notes))
+	log.Info("pod changed", zap.Int("operations", n), zap.Strings("notes", notes))
 	return resp
+}
+
+// transform wires the pod, or takes the wiring out of a pod whose proxy
+// is a native sidecar. When it cannot, it returns the warnings that say
+// why and leaves the pod to be admitted unchanged.
+func (h *Handler) transform(ctx context.Context, req *admissionv1.AdmissionRequest, pod *yaml.RNode, log *zap.Logger) (bool, []string, []string) {
+	if native, why := h.Transform.NativeSidecar(pod); native {
+		// Left alone, unless this is a reinvocation after a later
+		// webhook made the proxy a native sidecar: then the wiring
+		// this webhook added comes out.
+		changed, notes, err := h.Transform.Uninject(pod)
+		if err != nil {
+			return false, nil, []string{fmt.Sprintf("native sidecar (%s), wiring not taken out: %v", why, err)}
+		}
+		log.Info("native sidecar", zap.String("reason", why), zap.Bool("unwired", changed))
+		return changed, notes, nil
+	}
+	rec := &recorder{}
+	if h.Lookups != nil {
+		rec.Resolver = h.Lookups.For(req.Namespace, pullSecrets(pod))
+	}
+	timeout := h.LookupTimeout
+	if timeout <= 0 {
+		timeout = 2 * time.Second
+	}
+	lctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	changed, notes, err := h.Transform.Inject(lctx, pod, jobLike(pod), rec)
+	if err != nil {
+		log.Warn("pod admitted unchanged", zap.Error(err))
+		if w := rec.warnings(pod); len(w) > 0 {
+			return false, nil, w
+		}
+		return false, nil, []string{err.Error()}
+	}
+	return changed, notes, nil
+}
+
+// patchFor is the JSONPatch from the pod as it came, raw, to pod, and the
+// number of its operations.
+func patchFor(raw []byte, pod *yaml.RNode) ([]byte, int, error) {
+	after, err := toJSON(pod)
+	if err != nil {
+		return nil, 0, fmt.Errorf("pod not encoded: %v", err)
+	}
+	ops, err := jsonpatch.CreatePatch(raw, after)
+	if err != nil {
+		return nil, 0, fmt.Errorf("patch not made: %v", err)
+	}
+	if len(ops) == 0 {
+		return nil, 0, nil
+	}
+	patch, err := json.Marshal(ops)
+	if err != nil {
+		return nil, 0, fmt.Errorf("patch not encoded: %v", err)
+	}
+	return patch, len(ops), nil
 }
 
 // warn adds an admission warning, which kubectl shows to whoever created
