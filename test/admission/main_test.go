@@ -26,10 +26,7 @@ import (
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	policyv1 "k8s.io/api/policy/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
@@ -241,68 +238,52 @@ func applyManifests(ctx context.Context, c *kubeapi.Cluster, url string, ca []by
 		return err
 	}
 	for i, doc := range bytes.Split(data, []byte("\n---\n")) {
-		var tm metav1.TypeMeta
-		if err := yaml.Unmarshal(doc, &tm); err != nil {
+		var o metav1.PartialObjectMetadata
+		if err := yaml.Unmarshal(doc, &o); err != nil {
 			return fmt.Errorf("document %d: %w", i, err)
 		}
-		if err := create(ctx, c.Client, tm.Kind, doc, url, ca); err != nil {
-			return fmt.Errorf("document %d (%s): %w", i, tm.Kind, err)
+		create := creators(c.Client, o.Namespace, url, ca)[o.Kind]
+		if create == nil {
+			create = func(context.Context, []byte) error { return errors.New("not a kind this test creates") }
+		}
+		if err := create(ctx, doc); err != nil {
+			return fmt.Errorf("document %d (%s): %w", i, o.Kind, err)
 		}
 	}
 	return nil
 }
 
-func create(ctx context.Context, cs kubernetes.Interface, kind string, doc []byte, url string, ca []byte) error {
-	opts := metav1.CreateOptions{FieldValidation: "Strict"}
-	var err error
-	switch kind {
-	case "Namespace":
-		var o corev1.Namespace
-		if err = yaml.UnmarshalStrict(doc, &o); err == nil {
-			_, err = cs.CoreV1().Namespaces().Create(ctx, &o, opts)
-		}
-	case "ServiceAccount":
-		var o corev1.ServiceAccount
-		if err = yaml.UnmarshalStrict(doc, &o); err == nil {
-			_, err = cs.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, &o, opts)
-		}
-	case "Service":
-		var o corev1.Service
-		if err = yaml.UnmarshalStrict(doc, &o); err == nil {
-			_, err = cs.CoreV1().Services(o.Namespace).Create(ctx, &o, opts)
-		}
-	case "ClusterRole":
-		var o rbacv1.ClusterRole
-		if err = yaml.UnmarshalStrict(doc, &o); err == nil {
-			_, err = cs.RbacV1().ClusterRoles().Create(ctx, &o, opts)
-		}
-	case "ClusterRoleBinding":
-		var o rbacv1.ClusterRoleBinding
-		if err = yaml.UnmarshalStrict(doc, &o); err == nil {
-			_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, &o, opts)
-		}
-	case "Deployment":
-		var o appsv1.Deployment
-		if err = yaml.UnmarshalStrict(doc, &o); err == nil {
-			_, err = cs.AppsV1().Deployments(o.Namespace).Create(ctx, &o, opts)
-		}
-	case "PodDisruptionBudget":
-		var o policyv1.PodDisruptionBudget
-		if err = yaml.UnmarshalStrict(doc, &o); err == nil {
-			_, err = cs.PolicyV1().PodDisruptionBudgets(o.Namespace).Create(ctx, &o, opts)
-		}
-	case "MutatingWebhookConfiguration":
-		var o admissionregistrationv1.MutatingWebhookConfiguration
-		if err = yaml.UnmarshalStrict(doc, &o); err == nil {
+// creators create a document of each kind the manifests hold, in
+// namespace ns, the webhook configuration pointed at url and trusting ca.
+func creators(cs kubernetes.Interface, ns, url string, ca []byte) map[string]func(context.Context, []byte) error {
+	return map[string]func(context.Context, []byte) error{
+		"Namespace":           createAs(cs.CoreV1().Namespaces().Create),
+		"ServiceAccount":      createAs(cs.CoreV1().ServiceAccounts(ns).Create),
+		"Service":             createAs(cs.CoreV1().Services(ns).Create),
+		"ClusterRole":         createAs(cs.RbacV1().ClusterRoles().Create),
+		"ClusterRoleBinding":  createAs(cs.RbacV1().ClusterRoleBindings().Create),
+		"Deployment":          createAs(cs.AppsV1().Deployments(ns).Create),
+		"PodDisruptionBudget": createAs(cs.PolicyV1().PodDisruptionBudgets(ns).Create),
+		"MutatingWebhookConfiguration": createAs(func(ctx context.Context, o *admissionregistrationv1.MutatingWebhookConfiguration, opts metav1.CreateOptions) (*admissionregistrationv1.MutatingWebhookConfiguration, error) {
 			for i := range o.Webhooks {
 				o.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: ca}
 			}
-			_, err = cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, &o, opts)
-		}
-	default:
-		err = errors.New("not a kind this test creates")
+			return cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, o, opts)
+		}),
 	}
-	return err
+}
+
+// createAs decodes a document strictly into a T and creates it with
+// create, which the API server validates strictly too.
+func createAs[T any](create func(context.Context, *T, metav1.CreateOptions) (*T, error)) func(context.Context, []byte) error {
+	return func(ctx context.Context, doc []byte) error {
+		var o T
+		if err := yaml.UnmarshalStrict(doc, &o); err != nil {
+			return err
+		}
+		_, err := create(ctx, &o, metav1.CreateOptions{FieldValidation: "Strict"})
+		return err
+	}
 }
 
 // waitWired waits until the API server calls the webhook: a webhook

@@ -126,8 +126,29 @@ func (c *Cluster) start(ctx context.Context, bins string, users []User) error {
 		return err
 	}
 	client, peer, secure := ports[0], ports[1], ports[2]
+	etcdURL, err := c.startEtcd(ctx, bins, client, peer)
+	if err != nil {
+		return err
+	}
+	saKey, tokens, err := c.writeCredentials(users)
+	if err != nil {
+		return err
+	}
+	c.URL = fmt.Sprintf("https://127.0.0.1:%d", secure)
+	if err := c.startAPI(ctx, bins, etcdURL, secure, saKey, tokens); err != nil {
+		return err
+	}
+	c.Config = c.UserConfig(Token)
+	c.Client, err = kubernetes.NewForConfig(c.Config)
+	return err
+}
+
+// startEtcd starts etcd on the client and peer ports, waits for it to be
+// healthy and returns its client URL.
+func (c *Cluster) startEtcd(ctx context.Context, bins string, client, peer int) (string, error) {
 	etcdDir := filepath.Join(c.dir, "etcd")
 	_ = os.RemoveAll(etcdDir)
+	var err error
 	c.etcd, err = c.run(bins, "etcd", "etcd.log",
 		"--name=default",
 		"--data-dir="+etcdDir,
@@ -140,31 +161,36 @@ func (c *Cluster) start(ctx context.Context, bins string, users []User) error {
 		"--log-level=warn",
 	)
 	if err != nil {
-		return err
+		return "", err
 	}
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", client)
-	if err := c.wait(ctx, c.etcd, "etcd.log", http.DefaultClient, etcdURL+"/health", ""); err != nil {
-		return err
-	}
+	return etcdURL, c.wait(ctx, c.etcd, "etcd.log", http.DefaultClient, etcdURL+"/health", "")
+}
 
+// writeCredentials writes the service account signing key and the static
+// tokens of the admin and of users, and returns the two files' paths.
+func (c *Cluster) writeCredentials(users []User) (saKey, tokens string, err error) {
 	pki := filepath.Join(c.dir, "pki")
 	if err := os.MkdirAll(pki, 0o700); err != nil {
-		return err
+		return "", "", err
 	}
-	saKey := filepath.Join(pki, "sa.key")
+	saKey = filepath.Join(pki, "sa.key")
 	if err := writeRSAKey(saKey); err != nil {
-		return err
+		return "", "", err
 	}
-	tokens := filepath.Join(pki, "tokens.csv")
+	tokens = filepath.Join(pki, "tokens.csv")
 	var csv bytes.Buffer
 	fmt.Fprintf(&csv, "%s,admin,admin,\"system:masters\"\n", Token)
 	for _, u := range users {
 		fmt.Fprintf(&csv, "%s,%s,%s,\"%s\"\n", u.Token, u.Name, u.Name, strings.Join(u.Groups, ","))
 	}
-	if err := os.WriteFile(tokens, csv.Bytes(), 0o600); err != nil {
-		return err
-	}
-	c.URL = fmt.Sprintf("https://127.0.0.1:%d", secure)
+	return saKey, tokens, os.WriteFile(tokens, csv.Bytes(), 0o600)
+}
+
+// startAPI starts kube-apiserver on port secure and waits for it to be
+// ready.
+func (c *Cluster) startAPI(ctx context.Context, bins, etcdURL string, secure int, saKey, tokens string) error {
+	var err error
 	c.api, err = c.run(bins, "kube-apiserver", "kube-apiserver.log",
 		"--etcd-servers="+etcdURL,
 		"--bind-address=127.0.0.1",
@@ -191,12 +217,7 @@ func (c *Cluster) start(ctx context.Context, bins string, users []User) error {
 	}
 	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} // loopback, a certificate made at start
 	defer tr.CloseIdleConnections()
-	if err := c.wait(ctx, c.api, "kube-apiserver.log", &http.Client{Transport: tr, Timeout: 10 * time.Second}, c.URL+"/readyz", Token); err != nil {
-		return err
-	}
-	c.Config = c.UserConfig(Token)
-	c.Client, err = kubernetes.NewForConfig(c.Config)
-	return err
+	return c.wait(ctx, c.api, "kube-apiserver.log", &http.Client{Transport: tr, Timeout: 10 * time.Second}, c.URL+"/readyz", Token)
 }
 
 // UserConfig is a client configuration with token.

@@ -21,7 +21,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
@@ -84,21 +83,17 @@ func (r *Registry) Auth() authn.Authenticator {
 	return &authn.Basic{Username: r.user, Password: r.pass}
 }
 
-// image makes a small image for platform p whose config holds entrypoint
-// and cmd (nil leaves either out).
+// image makes an image for platform p whose config holds entrypoint and
+// cmd (nil leaves either out), which is all a look-up reads: it has no
+// layers.
 func image(p v1.Platform, entrypoint, cmd []string) (v1.Image, error) {
-	img, err := random.Image(64, 1)
-	if err != nil {
-		return nil, err
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture, cf.Variant = p.OS, p.Architecture, p.Variant
-	cf.Config.Entrypoint, cf.Config.Cmd = entrypoint, cmd
-	return mutate.ConfigFile(img, cf)
+	return mutate.ConfigFile(empty.Image, &v1.ConfigFile{
+		OS:           p.OS,
+		Architecture: p.Architecture,
+		Variant:      p.Variant,
+		RootFS:       v1.RootFS{Type: "layers"},
+		Config:       v1.Config{Entrypoint: entrypoint, Cmd: cmd},
+	})
 }
 
 // Push writes an image for linux/amd64 with entrypoint and cmd as

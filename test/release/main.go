@@ -138,60 +138,83 @@ func runOCI(args []string, stdout io.Writer) error {
 	if _, ok := descriptions[r.name]; !ok {
 		return usageError{fmt.Errorf("-name %q: want meshgate or meshgate-inject", r.name)}
 	}
-	var caBundle []byte
-	if *ca != "" {
-		if caBundle, err = os.ReadFile(*ca); err != nil {
-			return usageError{fmt.Errorf("-ca: %w", err)}
-		}
-		if !bytes.Contains(caBundle, []byte("-----BEGIN CERTIFICATE-----")) {
-			return usageError{fmt.Errorf("-ca %s: no PEM certificate in it", *ca)}
-		}
+	caBundle, err := readCA(*ca)
+	if err != nil {
+		return err
 	}
 	if fs.NArg() == 0 {
 		return usageError{errors.New("want at least one OS/ARCH=BINARY")}
 	}
+	idx, err := r.index(fs.Args(), caBundle)
+	if err != nil {
+		return err
+	}
+	d, err := writeLayout(*out, idx, r.version)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, d)
+	return nil
+}
 
+// readCA reads the -ca bundle, if one is named.
+func readCA(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("-ca: %w", err)}
+	}
+	if !bytes.Contains(b, []byte("-----BEGIN CERTIFICATE-----")) {
+		return nil, usageError{fmt.Errorf("-ca %s: no PEM certificate in it", path)}
+	}
+	return b, nil
+}
+
+// index is the multi-platform image of the binaries given as
+// OS/ARCH=BINARY.
+func (r release) index(binaries []string, caBundle []byte) (v1.ImageIndex, error) {
 	var adds []mutate.IndexAddendum
 	seen := map[string]bool{}
-	for _, arg := range fs.Args() {
+	for _, arg := range binaries {
 		platform, binary, ok := strings.Cut(arg, "=")
 		osName, arch, ok2 := strings.Cut(platform, "/")
 		if !ok || !ok2 || osName == "" || arch == "" || binary == "" || strings.Contains(arch, "/") {
-			return usageError{fmt.Errorf("%q: want OS/ARCH=BINARY", arg)}
+			return nil, usageError{fmt.Errorf("%q: want OS/ARCH=BINARY", arg)}
 		}
 		if seen[platform] {
-			return usageError{fmt.Errorf("%s given twice", platform)}
+			return nil, usageError{fmt.Errorf("%s given twice", platform)}
 		}
 		seen[platform] = true
 		img, err := image(r, osName, arch, binary, caBundle)
 		if err != nil {
-			return fmt.Errorf("%s: %w", platform, err)
+			return nil, fmt.Errorf("%s: %w", platform, err)
 		}
 		adds = append(adds, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{
 			Platform: &v1.Platform{OS: osName, Architecture: arch},
 		}})
 	}
 	idx := mutate.IndexMediaType(mutate.AppendManifests(empty.Index, adds...), types.OCIImageIndex)
-	idx = mutate.Annotations(idx, r.annotations()).(v1.ImageIndex)
+	return mutate.Annotations(idx, r.annotations()).(v1.ImageIndex), nil
+}
 
-	if err := os.RemoveAll(*out); err != nil {
-		return err
+// writeLayout replaces dir with an OCI layout that holds idx, named by
+// version, and returns the index's digest.
+func writeLayout(dir string, idx v1.ImageIndex, version string) (v1.Hash, error) {
+	if err := os.RemoveAll(dir); err != nil {
+		return v1.Hash{}, err
 	}
-	p, err := layout.Write(*out, empty.Index)
+	p, err := layout.Write(dir, empty.Index)
 	if err != nil {
-		return err
+		return v1.Hash{}, err
 	}
 	if err := p.AppendIndex(idx, layout.WithAnnotations(map[string]string{
-		"org.opencontainers.image.ref.name": r.version,
+		"org.opencontainers.image.ref.name": version,
 	})); err != nil {
-		return err
+		return v1.Hash{}, err
 	}
-	d, err := idx.Digest()
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(stdout, d)
-	return nil
+	return idx.Digest()
 }
 
 // annotations are the standard OCI ones, on the index and on every
