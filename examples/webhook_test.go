@@ -20,48 +20,51 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/scheme"
 )
 
-// webhookKinds are the kinds of examples/webhook/meshgate-inject.yaml.
-var webhookKinds = map[string]func() any{
-	"v1 Namespace":                                    func() any { return new(corev1.Namespace) },
-	"v1 ServiceAccount":                               func() any { return new(corev1.ServiceAccount) },
-	"v1 Service":                                      func() any { return new(corev1.Service) },
-	"apps/v1 Deployment":                              func() any { return new(appsv1.Deployment) },
-	"policy/v1 PodDisruptionBudget":                   func() any { return new(policyv1.PodDisruptionBudget) },
-	"rbac.authorization.k8s.io/v1 ClusterRole":        func() any { return new(rbacv1.ClusterRole) },
-	"rbac.authorization.k8s.io/v1 ClusterRoleBinding": func() any { return new(rbacv1.ClusterRoleBinding) },
-	"admissionregistration.k8s.io/v1 MutatingWebhookConfiguration": func() any {
-		return new(admissionregistrationv1.MutatingWebhookConfiguration)
-	},
-}
-
-// webhookObjects decodes the webhook's manifests strictly, by kind and
-// name.
+// webhookObjects decodes the webhook's manifests strictly into the API
+// types client-go knows them by, by kind and name.
 func webhookObjects(t *testing.T) map[string]any {
 	t.Helper()
-	docs, err := readDocuments("webhook/meshgate-inject.yaml")
+	objs := map[string]any{}
+	for _, d := range decodeFile[typeMeta](t, "webhook/meshgate-inject.yaml") {
+		obj, err := scheme.Scheme.New(schema.FromAPIVersionAndKind(d.v.APIVersion, d.v.Kind))
+		if err != nil {
+			t.Fatalf("%s: %v", d.doc, err)
+		}
+		if err := decodeStrict(d.doc.json, obj); err != nil {
+			t.Fatalf("%s: %s: %v", d.doc, d.v.Kind, err)
+		}
+		name := obj.(metav1.Object).GetName()
+		objs[d.v.Kind+"/"+name] = obj
+	}
+	return objs
+}
+
+// decoded is a document of an example file and what it decodes to.
+type decoded[T any] struct {
+	doc document
+	v   T
+}
+
+// decodeFile decodes each document of an example file into a T, or fails
+// t.
+func decodeFile[T any](t *testing.T, file string) []decoded[T] {
+	t.Helper()
+	docs, err := readDocuments(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs := map[string]any{}
-	for _, d := range docs {
-		var tm typeMeta
-		if err := json.Unmarshal(d.json, &tm); err != nil {
+	out := make([]decoded[T], len(docs))
+	for i, d := range docs {
+		out[i].doc = d
+		if err := json.Unmarshal(d.json, &out[i].v); err != nil {
 			t.Fatalf("%s: %v", d, err)
 		}
-		newObj, ok := webhookKinds[tm.APIVersion+" "+tm.Kind]
-		if !ok {
-			t.Fatalf("%s: apiVersion %q kind %q: not a kind of the webhook's manifests", d, tm.APIVersion, tm.Kind)
-		}
-		obj := newObj()
-		if err := decodeStrict(d.json, obj); err != nil {
-			t.Fatalf("%s: %s: %v", d, tm.Kind, err)
-		}
-		name := obj.(metav1.Object).GetName()
-		objs[tm.Kind+"/"+name] = obj
 	}
-	return objs
+	return out
 }
 
 const webhookNamespace = "meshgate-system"
@@ -228,18 +231,11 @@ type certManager struct {
 // CA injector is pointed at it.
 func TestWebhookCertManager(t *testing.T) {
 	objs := webhookObjects(t)
-	docs, err := readDocuments("webhook/cert-manager.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	res := map[string]certManager{}
-	for _, d := range docs {
-		var cm certManager
-		if err := json.Unmarshal(d.json, &cm); err != nil {
-			t.Fatalf("%s: %v", d, err)
-		}
+	for _, d := range decodeFile[certManager](t, "webhook/cert-manager.yaml") {
+		cm := d.v
 		if cm.APIVersion != "cert-manager.io/v1" || (cm.Kind != "Issuer" && cm.Kind != "Certificate") || cm.Metadata.Namespace != webhookNamespace {
-			t.Errorf("%s: got %s %s in %q, want cert-manager.io/v1 Issuers and Certificates in %s", d, cm.APIVersion, cm.Kind, cm.Metadata.Namespace, webhookNamespace)
+			t.Errorf("%s: got %s %s in %q, want cert-manager.io/v1 Issuers and Certificates in %s", d.doc, cm.APIVersion, cm.Kind, cm.Metadata.Namespace, webhookNamespace)
 		}
 		res[cm.Kind+"/"+cm.Metadata.Name] = cm
 	}
