@@ -225,28 +225,20 @@ func podSpec(t *testing.T, kind string, doc []byte) *corev1.PodSpec {
 
 // podSpecs decode each workload kind strictly and find its pod spec.
 var podSpecs = map[string]func(*testing.T, []byte) *corev1.PodSpec{
-	"Pod": func(t *testing.T, d []byte) *corev1.PodSpec { return &decodeStrict[corev1.Pod](t, d).Spec },
-	"Deployment": func(t *testing.T, d []byte) *corev1.PodSpec {
-		return &decodeStrict[appsv1.Deployment](t, d).Spec.Template.Spec
-	},
-	"StatefulSet": func(t *testing.T, d []byte) *corev1.PodSpec {
-		return &decodeStrict[appsv1.StatefulSet](t, d).Spec.Template.Spec
-	},
-	"DaemonSet": func(t *testing.T, d []byte) *corev1.PodSpec {
-		return &decodeStrict[appsv1.DaemonSet](t, d).Spec.Template.Spec
-	},
-	"ReplicaSet": func(t *testing.T, d []byte) *corev1.PodSpec {
-		return &decodeStrict[appsv1.ReplicaSet](t, d).Spec.Template.Spec
-	},
-	"ReplicationController": func(t *testing.T, d []byte) *corev1.PodSpec {
-		return &decodeStrict[corev1.ReplicationController](t, d).Spec.Template.Spec
-	},
-	"Job": func(t *testing.T, d []byte) *corev1.PodSpec {
-		return &decodeStrict[batchv1.Job](t, d).Spec.Template.Spec
-	},
-	"CronJob": func(t *testing.T, d []byte) *corev1.PodSpec {
-		return &decodeStrict[batchv1.CronJob](t, d).Spec.JobTemplate.Spec.Template.Spec
-	},
+	"Pod":                   specOf(func(o *corev1.Pod) *corev1.PodSpec { return &o.Spec }),
+	"Deployment":            specOf(func(o *appsv1.Deployment) *corev1.PodSpec { return &o.Spec.Template.Spec }),
+	"StatefulSet":           specOf(func(o *appsv1.StatefulSet) *corev1.PodSpec { return &o.Spec.Template.Spec }),
+	"DaemonSet":             specOf(func(o *appsv1.DaemonSet) *corev1.PodSpec { return &o.Spec.Template.Spec }),
+	"ReplicaSet":            specOf(func(o *appsv1.ReplicaSet) *corev1.PodSpec { return &o.Spec.Template.Spec }),
+	"ReplicationController": specOf(func(o *corev1.ReplicationController) *corev1.PodSpec { return &o.Spec.Template.Spec }),
+	"Job":                   specOf(func(o *batchv1.Job) *corev1.PodSpec { return &o.Spec.Template.Spec }),
+	"CronJob":               specOf(func(o *batchv1.CronJob) *corev1.PodSpec { return &o.Spec.JobTemplate.Spec.Template.Spec }),
+}
+
+// specOf decodes a document strictly into a T and finds its pod spec with
+// spec.
+func specOf[T any](spec func(*T) *corev1.PodSpec) func(*testing.T, []byte) *corev1.PodSpec {
+	return func(t *testing.T, doc []byte) *corev1.PodSpec { return spec(decodeStrict[T](t, doc)) }
 }
 
 // decodeStrict decodes doc strictly into a new T.
