@@ -333,49 +333,12 @@ func (r *release) checkSums(t *testing.T) {
 
 // Each binary is static and stripped, for its platform, and stamped.
 func (r *release) checkBinaries(t *testing.T) {
-	machines := map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
-	cpus := map[string]macho.Cpu{"amd64": macho.CpuAmd64, "arm64": macho.CpuArm64}
 	for b, platform := range r.binaries() {
 		goos, arch, _ := strings.Cut(platform, "/")
 		path := filepath.Join(r.dist, b)
-		switch goos {
-		case "linux":
-			f, err := elf.Open(path)
-			if err != nil {
-				t.Errorf("%s: not ELF: %v", b, err)
-				continue
-			}
-			if f.Machine != machines[arch] || f.Type != elf.ET_EXEC {
-				t.Errorf("%s: ELF %v %v, want an executable for %v", b, f.Type, f.Machine, machines[arch])
-			}
-			for _, p := range f.Progs {
-				if p.Type == elf.PT_INTERP || p.Type == elf.PT_DYNAMIC {
-					t.Errorf("%s: has %v: not static", b, p.Type)
-				}
-			}
-			if libs, _ := f.ImportedLibraries(); len(libs) > 0 {
-				t.Errorf("%s: needs %q: not static", b, libs)
-			}
-			if f.Section(".symtab") != nil {
-				t.Errorf("%s: has a symbol table: not stripped", b)
-			}
-			f.Close()
-		case "darwin":
-			f, err := macho.Open(path)
-			if err != nil {
-				t.Errorf("%s: not Mach-O: %v", b, err)
-				continue
-			}
-			if f.Cpu != cpus[arch] || f.Type != macho.TypeExec {
-				t.Errorf("%s: Mach-O %v %v, want an executable for %v", b, f.Type, f.Cpu, cpus[arch])
-			}
-			// Stripped: only the undefined symbols, libSystem's, remain.
-			if f.Symtab != nil {
-				if i := slices.IndexFunc(f.Symtab.Syms, func(s macho.Symbol) bool { return s.Sect != 0 }); i >= 0 {
-					t.Errorf("%s: defines symbols (%s): not stripped", b, f.Symtab.Syms[i].Name)
-				}
-			}
-			f.Close()
+		if read := readers[goos]; read != nil {
+			x, err := read(path)
+			checkExecutable(t, b, arch, x, err)
 		}
 		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm()&0o111 == 0 {
 			t.Errorf("%s: not executable: %v", b, err)
@@ -383,19 +346,99 @@ func (r *release) checkBinaries(t *testing.T) {
 		if !bytes.Contains(r.file(t, b), []byte(releaseVersion)) {
 			t.Errorf("%s: %s is nowhere in the binary", b, releaseVersion)
 		}
-		if goos != runtime.GOOS || arch != runtime.GOARCH {
-			continue
-		}
-		prog := strings.TrimSuffix(b, "-"+goos+"-"+arch)
-		arg := "version" // meshgate's command; meshgate-inject's is a flag
-		if prog == "meshgate-inject" {
-			arg = "--version"
-		}
-		out, err := exec.Command(path, arg).Output()
-		if err != nil || string(out) != prog+" "+releaseVersion+"\n" {
-			t.Errorf("%s %s: %q, %v; want %q", b, arg, out, err, prog+" "+releaseVersion+"\n")
+		if goos == runtime.GOOS && arch == runtime.GOARCH {
+			checkVersion(t, b, path, strings.TrimSuffix(b, "-"+goos+"-"+arch))
 		}
 	}
+}
+
+// checkExecutable checks that binary b, as read, is static and stripped
+// and for arch.
+func checkExecutable(t *testing.T, b, arch string, x executable, err error) {
+	if err != nil {
+		t.Errorf("%s: %v", b, err)
+		return
+	}
+	if !x.exec || x.arch != arch {
+		t.Errorf("%s: %s, want an executable for %s", b, x.header, arch)
+	}
+	if len(x.dynamic) > 0 {
+		t.Errorf("%s: has %q: not static", b, x.dynamic)
+	}
+	if x.symbol != "" {
+		t.Errorf("%s: defines symbols (%s): not stripped", b, x.symbol)
+	}
+}
+
+// checkVersion runs the binary at path, of program prog, for its version.
+func checkVersion(t *testing.T, b, path, prog string) {
+	arg := "version" // meshgate's command; meshgate-inject's is a flag
+	if prog == "meshgate-inject" {
+		arg = "--version"
+	}
+	out, err := exec.Command(path, arg).Output()
+	if err != nil || string(out) != prog+" "+releaseVersion+"\n" {
+		t.Errorf("%s %s: %q, %v; want %q", b, arg, out, err, prog+" "+releaseVersion+"\n")
+	}
+}
+
+// executable is what checkBinaries asks of a binary, whatever its format.
+type executable struct {
+	header  string   // the format, type and machine, for messages
+	exec    bool     // of the executable type
+	arch    string   // GOARCH of the machine; "" for others
+	dynamic []string // what the binary needs of a dynamic loader
+	symbol  string   // a symbol the binary defines: not stripped
+}
+
+// readers read a binary of each OS for checkBinaries.
+var readers = map[string]func(string) (executable, error){
+	"linux":  func(path string) (executable, error) { return read(path, "ELF", elf.Open, describeELF) },
+	"darwin": func(path string) (executable, error) { return read(path, "Mach-O", macho.Open, describeMachO) },
+}
+
+// read opens the binary at path as a file of format and describes it.
+func read[F io.Closer](path, format string, open func(string) (F, error), describe func(F) executable) (executable, error) {
+	f, err := open(path)
+	if err != nil {
+		return executable{}, fmt.Errorf("not %s: %v", format, err)
+	}
+	defer f.Close()
+	return describe(f), nil
+}
+
+func describeELF(f *elf.File) executable {
+	x := executable{
+		header: fmt.Sprintf("ELF %v %v", f.Type, f.Machine),
+		exec:   f.Type == elf.ET_EXEC,
+		arch:   map[elf.Machine]string{elf.EM_X86_64: "amd64", elf.EM_AARCH64: "arm64"}[f.Machine],
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP || p.Type == elf.PT_DYNAMIC {
+			x.dynamic = append(x.dynamic, p.Type.String())
+		}
+	}
+	libs, _ := f.ImportedLibraries()
+	x.dynamic = append(x.dynamic, libs...)
+	if f.Section(".symtab") != nil {
+		x.symbol = "a symbol table"
+	}
+	return x
+}
+
+func describeMachO(f *macho.File) executable {
+	x := executable{
+		header: fmt.Sprintf("Mach-O %v %v", f.Type, f.Cpu),
+		exec:   f.Type == macho.TypeExec,
+		arch:   map[macho.Cpu]string{macho.CpuAmd64: "amd64", macho.CpuArm64: "arm64"}[f.Cpu],
+	}
+	// Stripped: only the undefined symbols, libSystem's, remain.
+	if f.Symtab != nil {
+		if i := slices.IndexFunc(f.Symtab.Syms, func(s macho.Symbol) bool { return s.Sect != 0 }); i >= 0 {
+			x.symbol = f.Symtab.Syms[i].Name
+		}
+	}
+	return x
 }
 
 // Each SBOM names its binary and lists exactly the modules go version -m
@@ -606,40 +649,46 @@ func (r *release) checkImage(t *testing.T, img releaseImage) {
 		}
 		man := decode[ociManifest](t, platform+" manifest", r.blob(t, img.layout, m))
 		annotated(platform+" manifest", man.Annotations)
-		cfg := decode[ociConfig](t, platform+" config", r.blob(t, img.layout, man.Config))
-		if cfg.OS+"/"+cfg.Architecture != platform {
-			t.Errorf("%s: config for %s/%s", platform, cfg.OS, cfg.Architecture)
-		}
-		if cfg.Config.User != "65532:65532" || !slices.Equal(cfg.Config.Entrypoint, []string{"/usr/local/bin/" + img.name}) || cfg.Config.Cmd != nil {
-			t.Errorf("%s: user %q, entrypoint %q, cmd %q; want 65532:65532, the binary, no cmd",
-				platform, cfg.Config.User, cfg.Config.Entrypoint, cfg.Config.Cmd)
-		}
-		if want := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}; !slices.Equal(cfg.Config.Env, want) {
-			t.Errorf("%s: env %q, want %q", platform, cfg.Config.Env, want)
-		}
-		if !cfg.Created.Equal(r.created) {
-			t.Errorf("%s: created %v, want the commit's time %v", platform, cfg.Created, r.created)
-		}
-		if len(man.Layers) != 1 || man.Layers[0].MediaType != "application/vnd.oci.image.layer.v1.tar+gzip" {
-			t.Errorf("%s: layers %+v, want one gzipped tar", platform, man.Layers)
-			continue
-		}
-		files, diffID := layerFiles(t, r.blob(t, img.layout, man.Layers[0]))
-		if !slices.Equal(cfg.RootFS.DiffIDs, []string{diffID}) {
-			t.Errorf("%s: diff_ids %q, want the layer's %s", platform, cfg.RootFS.DiffIDs, diffID)
-		}
-		binary := img.name + "-" + strings.ReplaceAll(platform, "/", "-")
-		if r.sums[binary] == "" {
-			t.Errorf("%s: SHA256SUMS has no %s", platform, binary)
-		}
-		want := append(slices.Clone(img.files), "usr/ dir 755 0:0", "usr/local/ dir 755 0:0", "usr/local/bin/ dir 755 0:0",
-			"usr/local/bin/"+img.name+" file 755 0:0 "+r.sums[binary])
-		if !slices.Equal(files, want) {
-			t.Errorf("%s: layer holds\n%s\nwant\n%s", platform, strings.Join(files, "\n"), strings.Join(want, "\n"))
-		}
+		r.checkPlatformImage(t, img, platform, man)
 	}
 	if slices.Sort(platforms); !slices.Equal(platforms, []string{"linux/amd64", "linux/arm64"}) {
 		t.Errorf("index lists %q, want linux/amd64 and linux/arm64", platforms)
+	}
+}
+
+// checkPlatformImage checks the image of one platform: its configuration,
+// and its one layer, which holds the binary of SHA256SUMS.
+func (r *release) checkPlatformImage(t *testing.T, img releaseImage, platform string, man ociManifest) {
+	cfg := decode[ociConfig](t, platform+" config", r.blob(t, img.layout, man.Config))
+	if cfg.OS+"/"+cfg.Architecture != platform {
+		t.Errorf("%s: config for %s/%s", platform, cfg.OS, cfg.Architecture)
+	}
+	if cfg.Config.User != "65532:65532" || !slices.Equal(cfg.Config.Entrypoint, []string{"/usr/local/bin/" + img.name}) || cfg.Config.Cmd != nil {
+		t.Errorf("%s: user %q, entrypoint %q, cmd %q; want 65532:65532, the binary, no cmd",
+			platform, cfg.Config.User, cfg.Config.Entrypoint, cfg.Config.Cmd)
+	}
+	if want := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}; !slices.Equal(cfg.Config.Env, want) {
+		t.Errorf("%s: env %q, want %q", platform, cfg.Config.Env, want)
+	}
+	if !cfg.Created.Equal(r.created) {
+		t.Errorf("%s: created %v, want the commit's time %v", platform, cfg.Created, r.created)
+	}
+	if len(man.Layers) != 1 || man.Layers[0].MediaType != "application/vnd.oci.image.layer.v1.tar+gzip" {
+		t.Errorf("%s: layers %+v, want one gzipped tar", platform, man.Layers)
+		return
+	}
+	files, diffID := layerFiles(t, r.blob(t, img.layout, man.Layers[0]))
+	if !slices.Equal(cfg.RootFS.DiffIDs, []string{diffID}) {
+		t.Errorf("%s: diff_ids %q, want the layer's %s", platform, cfg.RootFS.DiffIDs, diffID)
+	}
+	binary := img.name + "-" + strings.ReplaceAll(platform, "/", "-")
+	if r.sums[binary] == "" {
+		t.Errorf("%s: SHA256SUMS has no %s", platform, binary)
+	}
+	want := append(slices.Clone(img.files), "usr/ dir 755 0:0", "usr/local/ dir 755 0:0", "usr/local/bin/ dir 755 0:0",
+		"usr/local/bin/"+img.name+" file 755 0:0 "+r.sums[binary])
+	if !slices.Equal(files, want) {
+		t.Errorf("%s: layer holds\n%s\nwant\n%s", platform, strings.Join(files, "\n"), strings.Join(want, "\n"))
 	}
 }
 
@@ -679,15 +728,10 @@ func layerFiles(t *testing.T, gz []byte) ([]string, string) {
 	return files, "sha256:" + sha256Hex(raw)
 }
 
-// The amd64 image, unpacked by umoci as a runtime would, is the init
-// container of a pod: it installs the binary into an emptyDir as the
+// The amd64 image is the init container of a pod: it installs the binary into an emptyDir as the
 // image's user, and the app container runs it from there.
 func (r *release) checkPod(t *testing.T) {
-	index := &pod.Image{Layout: filepath.Join(r.dist, "oci"), Tag: releaseVersion}
-	img, err := index.Platform(filepath.Join(t.TempDir(), "amd64"), "linux/amd64")
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := r.amd64Image(t, "oci")
 	p := pod.New(t)
 	install := p.Run(pod.Container{Name: "meshgate-install", Image: img, ReadOnly: true,
 		Args:   []string{"install", "/meshgate"},
@@ -711,14 +755,20 @@ func (r *release) checkPod(t *testing.T) {
 	}
 }
 
-// The amd64 meshgate-inject image, unpacked by umoci as a runtime would,
-// runs its binary, its entrypoint, as the image's user on a read-only root.
-func (r *release) checkInjectPod(t *testing.T) {
-	index := &pod.Image{Layout: filepath.Join(r.dist, "oci-inject"), Tag: releaseVersion}
+// amd64Image is the linux/amd64 image of the layout in dist, unpacked by
+// umoci as a runtime would.
+func (r *release) amd64Image(t *testing.T, layout string) *pod.Image {
+	index := &pod.Image{Layout: filepath.Join(r.dist, layout), Tag: releaseVersion}
 	img, err := index.Platform(filepath.Join(t.TempDir(), "amd64"), "linux/amd64")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return img
+}
+
+// The amd64 meshgate-inject image runs its binary, its entrypoint, as the image's user on a read-only root.
+func (r *release) checkInjectPod(t *testing.T) {
+	img := r.amd64Image(t, "oci-inject")
 	p := pod.New(t)
 	version := p.Run(pod.Container{Name: "meshgate-inject", Image: img, ReadOnly: true, Args: []string{"--version"}})
 	if version.Code != 0 || version.Stdout != "meshgate-inject "+releaseVersion+"\n" {
