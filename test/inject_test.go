@@ -204,12 +204,18 @@ func TestPodInjectedJob(t *testing.T) {
 	if started := time.Unix(0, r.StartNano); started.Before(mp.readyAt()) {
 		t.Errorf("the task started at %v, before the proxy turned ready at %v", started, mp.readyAt())
 	}
-	// The proxy was told to quit and its container ended: the pod, and the
-	// Job, complete.
+	// The pod, and the Job, complete.
+	mp.proxyQuits(t, "task")
+}
+
+// proxyQuits checks that the proxy was told to quit after what ran, and
+// that its container ended with 0.
+func (mp *meshPod) proxyQuits(t *testing.T, what string) {
+	t.Helper()
 	select {
 	case <-mp.proxy.Done():
 	case <-time.After(10 * time.Second):
-		t.Fatalf("the proxy still runs after the task\n%s", mp.proxy.Stderr())
+		t.Fatalf("the proxy still runs after the %s\n%s", what, mp.proxy.Stderr())
 	}
 	if code := mp.proxy.Wait(); code != 0 || !strings.Contains(mp.proxy.Stderr(), "told to quit") {
 		t.Errorf("proxy container: exit %d\n%s", code, mp.proxy.Stderr())
