@@ -44,6 +44,7 @@ type webhookFlags struct {
 	inj                                                       injectFlags
 }
 
+// register defines the flags on fl.
 func (f *webhookFlags) register(fl *pflag.FlagSet) {
 	fl.StringVar(&f.listen, "listen", ":8443", "address to serve on, HOST:PORT")
 	fl.StringVar(&f.certFile, "tls-cert", "", "TLS certificate file, PEM (required; reloaded when it changes)")
@@ -58,8 +59,8 @@ func (f *webhookFlags) register(fl *pflag.FlagSet) {
 	f.inj.register(fl, "each pod")
 }
 
-// check checks the parsed flags, in the order of the help, and returns the
-// log level; every error is a usageError.
+// check checks the parsed flags and returns the log level; every error is
+// a usageError.
 func (f *webhookFlags) check(fl *pflag.FlagSet) (zapcore.Level, error) {
 	var level zapcore.Level
 	if fl.NArg() > 0 {
