@@ -46,11 +46,7 @@ func (g *Gate) Exec(argv, env []string) error {
 	if execve == nil {
 		execve = execClean
 	}
-	release := g.Release
-	if release == nil {
-		release = func() {}
-	}
-	if err := execve(path, argv, env, func() error { return g.lastLook(release) }); err != nil {
+	if err := execve(path, argv, env, g.lastLook); err != nil {
 		var ee *ExitError
 		if errors.As(err, &ee) {
 			return err // a signal came: the command does not start
@@ -72,13 +68,23 @@ func (g *Gate) Exec(argv, env []string) error {
 // them to another, where they are caught into a queue that execve then
 // discards. Blocking them across execve would also start the command
 // with them blocked, which it must not be. So the gate stops catching
-// them instead: after release (signal.Stop, which returns only once every
+// them instead: after Release (signal.Stop, which returns only once every
 // signal caught so far has reached the channel), a stop signal is no
 // longer caught and lost but takes its default action and ends the
 // process before the command runs, as it would end the command a moment
-// later. What release leaves in the channel is taken here.
-func (g *Gate) lastLook(release func()) error {
-	release()
+// later. What Release leaves in the channel is taken here.
+//
+// When the kernel's default action is set already (defaulted: execClean
+// does it unless we are PID 1), no stop signal is caught any more, and
+// those caught before only need to reach the channel: Settle is enough.
+// signal.Stop would cost a round trip to the runtime's signal thread per
+// signal, over half a millisecond here, in the way of the command's start.
+func (g *Gate) lastLook(defaulted bool) error {
+	if defaulted {
+		call(g.Settle)
+	} else {
+		call(g.Release)
+	}
 	for {
 		select {
 		case s := <-g.Signals:
@@ -105,7 +111,7 @@ func (g *Gate) lastLook(release func()) error {
 // faithfully anyway. One rule, all at the default, is what tini gives its
 // child too. last is called just before execve; if it fails, nothing is
 // exec'd.
-func execClean(path string, argv, env []string, last func() error) error {
+func execClean(path string, argv, env []string, last func(defaulted bool) error) error {
 	// If exec fails the thread keeps its empty mask, which is what the
 	// runtime wants of its threads anyway.
 	runtime.LockOSThread()
@@ -113,7 +119,8 @@ func execClean(path string, argv, env []string, last func() error) error {
 	if err := clearSignalMask(); err != nil {
 		return err
 	}
-	if os.Getpid() != 1 {
+	defaulted := os.Getpid() != 1
+	if defaulted {
 		// From here on a stop signal ends the process by the kernel's
 		// own default action, with the status that says so, before or
 		// during execve. As PID 1 the kernel drops a signal that is not
@@ -121,7 +128,7 @@ func execClean(path string, argv, env []string, last func() error) error {
 		// longer asked to deliver it, it exits.
 		defaultStopSignals()
 	}
-	if err := last(); err != nil {
+	if err := last(defaulted); err != nil {
 		return err
 	}
 	// After last: releasing the signals gives back those our parent
@@ -288,4 +295,11 @@ func unwrapPathError(err error) error {
 		return pe.Err
 	}
 	return err
+}
+
+// call calls f unless it is nil.
+func call(f func()) {
+	if f != nil {
+		f()
+	}
 }

@@ -19,10 +19,11 @@ type recorder struct {
 	calls     int
 	err       error
 	vanish    bool
+	defaulted bool // what execve tells last
 }
 
-func (r *recorder) execve(path string, argv, env []string, last func() error) error {
-	if err := last(); err != nil {
+func (r *recorder) execve(path string, argv, env []string, last func(defaulted bool) error) error {
+	if err := last(r.defaulted); err != nil {
 		return err
 	}
 	r.calls++
@@ -119,30 +120,35 @@ func TestLookPath(t *testing.T) {
 }
 
 // The log line is written before the last look at the signals, and the
-// signals are released (signal.Stop) before it: a stop signal that comes
-// while the line is written stops the command, and nothing blocks after
-// the look.
+// signals are handed back before it: a stop signal that comes while the
+// line is written stops the command, and nothing blocks after the look.
+// The hand-back is Release (signal.Stop), or only Settle when execve has
+// set the kernel's default action already.
 func TestExecLooksAtSignalsAfterItsLogLine(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "ok"), 0o755)
-	sigs := make(chan os.Signal, 2)
-	var order []string
-	log, _ := logged(zap.InfoLevel)
-	log = log.WithOptions(zap.Hooks(func(zapcore.Entry) error {
-		order = append(order, "log")
-		if len(order) == 1 {
-			sigs <- syscall.SIGUSR1 // dropped, not a reason to stay
-			sigs <- syscall.SIGTERM // comes while the line is written
+	for _, defaulted := range []bool{false, true} {
+		sigs := make(chan os.Signal, 2)
+		var order []string
+		log, _ := logged(zap.InfoLevel)
+		log = log.WithOptions(zap.Hooks(func(zapcore.Entry) error {
+			order = append(order, "log")
+			if len(order) == 1 {
+				sigs <- syscall.SIGUSR1 // dropped, not a reason to stay
+				sigs <- syscall.SIGTERM // comes while the line is written
+			}
+			return nil
+		}))
+		rec := &recorder{defaulted: defaulted}
+		g := &Gate{Execve: rec.execve, Signals: sigs, Log: log,
+			Release: func() { order = append(order, "release") }, Settle: func() { order = append(order, "settle") }}
+		err := g.Exec([]string{filepath.Join(dir, "ok")}, nil)
+		if ExitCode(err) != 143 || rec.calls != 0 {
+			t.Errorf("defaulted %v: Exec with SIGTERM during its log line = %v, execve calls %d; want 143 and no exec", defaulted, err, rec.calls)
 		}
-		return nil
-	}))
-	rec := &recorder{}
-	g := &Gate{Execve: rec.execve, Signals: sigs, Log: log, Release: func() { order = append(order, "release") }}
-	err := g.Exec([]string{filepath.Join(dir, "ok")}, nil)
-	if ExitCode(err) != 143 || rec.calls != 0 {
-		t.Errorf("Exec with SIGTERM during its log line = %v, execve calls %d; want 143 and no exec", err, rec.calls)
-	}
-	if !reflect.DeepEqual(order, []string{"log", "release", "log"}) {
-		t.Errorf("order %v, want the exec line, the release, and the line that drops SIGUSR1", order)
+		want := map[bool]string{false: "release", true: "settle"}[defaulted]
+		if !reflect.DeepEqual(order, []string{"log", want, "log"}) {
+			t.Errorf("defaulted %v: order %v, want the exec line, the %s, and the line that drops SIGUSR1", defaulted, order, want)
+		}
 	}
 }

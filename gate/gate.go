@@ -53,15 +53,17 @@ type Gate struct {
 	// line, and once a supervised command runs each one is forwarded.
 	Signals <-chan os.Signal
 	// Release is called by Exec once its log line is written, before its
-	// last look at Signals: it must stop the delivery of signals to
-	// Signals, returning only when every signal caught so far is in the
-	// channel, so that a later stop signal takes its default action
-	// instead of being caught and lost in execve. main passes
+	// last look at Signals, unless execve set the stop signals to their
+	// default action already (not as PID 1): it must stop the delivery of
+	// signals to Signals, returning only when every signal caught so far
+	// is in the channel, so that a later stop signal takes its default
+	// action instead of being caught and lost in execve. main passes
 	// signal.Stop on the channel; nil does nothing.
 	Release func()
-	// Settle is called by Supervise before its last look at Signals: it
-	// must return once every signal caught so far is in the channel,
-	// without stopping the delivery. main passes a Notify and Stop of a
+	// Settle is called by Supervise before its last look at Signals, and
+	// by Exec in place of Release when the stop signals are at their
+	// default action already: it must return once every signal caught so
+	// far is in the channel, without stopping the delivery. main passes a Notify and Stop of a
 	// spare channel (signal.Stop waits for delivery to be idle); nil
 	// does nothing.
 	Settle func()
@@ -78,8 +80,9 @@ type Gate struct {
 	ProgressEvery time.Duration
 	// Execve replaces the process; nil means syscall.Exec with every
 	// signal at its default action and none blocked. It must call last
-	// just before the exec and not exec if last fails.
-	Execve func(path string, argv, env []string, last func() error) error
+	// just before the exec and not exec if last fails, telling it whether
+	// it has set the stop signals to their default action already.
+	Execve func(path string, argv, env []string, last func(defaulted bool) error) error
 	// Start starts a supervised command; nil means cmd.Start with every
 	// signal at its default action and none blocked. A test can widen
 	// the moment before the start with it.

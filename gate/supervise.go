@@ -109,9 +109,7 @@ func (g *Gate) lastLookSupervised() error {
 	// thread of ours is, every signal taken has reached the runtime, and
 	// Settle sees it into Signals.
 	othersAsleep()
-	if g.Settle != nil {
-		g.Settle()
-	}
+	call(g.Settle)
 	for {
 		var s os.Signal
 		select {

@@ -384,19 +384,36 @@ func applyEnv(fs *pflag.FlagSet, environ []string, fromEnv map[string]bool) (unk
 	if err != nil {
 		return nil, nil, err
 	}
-	known := map[string]bool{}
-	for _, m := range modes() {
-		if m.flags {
-			newFlagSet(m, &config{}, &flagText{}).VisitAll(func(f *pflag.Flag) { known[envName(f.Name)] = true })
-		}
-	}
 	for k := range env {
-		if strings.HasPrefix(k, envPrefix) && !known[k] {
+		if strings.HasPrefix(k, envPrefix) && fs.Lookup(flagName(k)) == nil && !anyModeTakes(k) {
 			unknown = append(unknown, k)
 		}
 	}
 	sort.Strings(unknown)
 	return unknown, overridden, nil
+}
+
+// flagName is the flag a variable stands for (MESHGATE_ATTEMPT_TIMEOUT is
+// --attempt-timeout), or "" if none: envName undoes it.
+func flagName(variable string) string {
+	name := strings.ToLower(strings.ReplaceAll(strings.TrimPrefix(variable, envPrefix), "_", "-"))
+	if envName(name) != variable {
+		return ""
+	}
+	return name
+}
+
+// anyModeTakes reports whether a variable stands for a flag of any mode.
+// It builds every mode's flags, five times the work of a parse, so it is
+// asked only about variables the mode at hand does not take: parsing is
+// in the way of the first attempt.
+func anyModeTakes(variable string) bool {
+	for _, m := range modes() {
+		if m.flags && newFlagSet(m, &config{}, &flagText{}).Lookup(flagName(variable)) != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // signalNumbers are the signals --forward-signals may name. Left out on

@@ -85,9 +85,39 @@ func buildVersion(stamped string, read func() (*debug.BuildInfo, bool)) string {
 }
 
 func main() {
+	c := make(chan os.Signal, 32)
+	// Routing a signal costs the runtime a thread of its own and a round
+	// trip to it per signal, in the way of a proxy that is ready at once:
+	// it is done beside the parsing of the command line, and run waits for
+	// it before its first log line. Until then a stop signal does what it
+	// does before main runs: it ends the process (as PID 1, nothing).
+	caught := make(chan struct{})
+	go func() {
+		// Catching these also makes them reach us as PID 1, and exec
+		// resets caught signals to their defaults for the command.
+		signal.Notify(c, gate.StopSignals()...)
+		close(caught)
+	}()
+	proc := process{C: c, Caught: caught, Waiting: tuneForWaiting,
+		Notify: func(s ...os.Signal) { signal.Notify(c, s...) }, Stop: func() { signal.Stop(c) },
+		Settle: func() {
+			// signal.Stop waits until every signal caught so far has been
+			// handed to its channels; stopping a spare channel that wants
+			// what c wants too disables nothing.
+			spare := make(chan os.Signal, 1)
+			signal.Notify(spare, syscall.SIGTERM)
+			signal.Stop(spare)
+		}}
+	os.Exit(run(context.Background(), os.Args[1:], os.Environ(), os.Stdout, os.Stderr, proc))
+}
+
+// tuneForWaiting sets the runtime up for a wait that polls for a while,
+// once the first attempt found the proxy not ready; a proxy that is ready
+// at once meets the runtime's defaults, which start up faster (a change of
+// GOMAXPROCS stops the world). The command gets a runtime of its own.
+func tuneForWaiting() {
 	// A gate runs one thing at a time: one processor means fewer threads
-	// to wake on every attempt. GOMAXPROCS in the environment still wins,
-	// and the command gets its own runtime.
+	// to wake on every attempt. GOMAXPROCS in the environment still wins.
 	if os.Getenv("GOMAXPROCS") == "" {
 		runtime.GOMAXPROCS(1)
 	}
@@ -99,18 +129,4 @@ func main() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(25)
 	}
-	c := make(chan os.Signal, 32)
-	// Catching these also makes them reach us as PID 1, and exec resets
-	// caught signals to their defaults for the command.
-	signal.Notify(c, gate.StopSignals()...)
-	sigs := signals{C: c, Notify: func(s ...os.Signal) { signal.Notify(c, s...) }, Stop: func() { signal.Stop(c) },
-		Settle: func() {
-			// signal.Stop waits until every signal caught so far has been
-			// handed to its channels; stopping a spare channel that wants
-			// what c wants too disables nothing.
-			spare := make(chan os.Signal, 1)
-			signal.Notify(spare, syscall.SIGTERM)
-			signal.Stop(spare)
-		}}
-	os.Exit(run(context.Background(), os.Args[1:], os.Environ(), os.Stdout, os.Stderr, sigs))
 }

@@ -64,8 +64,8 @@ func TestParse(t *testing.T) {
 		// kuma has no quit endpoint; one's own goes with its probe.
 		{"kuma with a quit URL", []string{"--preset", "kuma", "--quit-url", "http://localhost:9901/quitquitquit", "--", "/app"}, nil,
 			[]string{"http://localhost:9902/ready"}, []string{"http://localhost:9901/quitquitquit"}, func(c *config) { c.supervise = true }},
-		{"unknown env is noted", []string{"--", "/app"}, []string{"MESHGATE_TIMOUT=1s", "MESHGATE_ON_TIMEOUT=start"}, []string{defaultProbe}, nil,
-			func(c *config) { c.unknownEnv, c.onTimeout = []string{"MESHGATE_TIMOUT"}, "start" }},
+		{"unknown env is noted", []string{"--", "/app"}, []string{"MESHGATE_TIMOUT=1s", "MESHGATE_timeout=1s", "MESHGATE_ON_TIMEOUT=start"}, []string{defaultProbe}, nil,
+			func(c *config) { c.unknownEnv, c.onTimeout = []string{"MESHGATE_TIMOUT", "MESHGATE_timeout"}, "start" }},
 		{"wait", []string{"wait", "--timeout", "1s"}, nil, []string{defaultProbe}, nil, func(c *config) {
 			c.mode, c.timeout, c.command = "wait", time.Second, nil
 			c.quitOn, c.quitTimeout, c.forward = "", 0, nil // not flags of wait
@@ -155,7 +155,7 @@ func TestUsageErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		var stdout, stderr bytes.Buffer
-		code := run(context.Background(), tc.args, tc.env, &stdout, &stderr, signals{})
+		code := run(context.Background(), tc.args, tc.env, &stdout, &stderr, process{})
 		// Not a terminal, no format asked for: one JSON line.
 		lines := testkit.LogLines(t, stderr.String())
 		if code != 2 || len(lines) != 1 || lines[0]["level"] != "error" || !strings.Contains(fmt.Sprint(lines[0]["error"]), tc.want) || stdout.Len() != 0 {
@@ -176,7 +176,7 @@ func TestCredentialsNeverShow(t *testing.T) {
 			{[]string{"quit"}, []string{"MESHGATE_QUIT_URL=" + url}},
 		} {
 			var stdout, stderr bytes.Buffer
-			code := run(context.Background(), tc.args, tc.env, &stdout, &stderr, signals{})
+			code := run(context.Background(), tc.args, tc.env, &stdout, &stderr, process{})
 			out := stdout.String() + stderr.String()
 			if code != 2 || strings.Contains(out, "s3cr") || strings.Contains(out, "admin") {
 				t.Errorf("run(%q, %q) = %d, output %q: want 2 and no byte of the credentials", tc.args, tc.env, code, out)
@@ -201,7 +201,7 @@ func TestUsageErrorFormat(t *testing.T) {
 	}
 	for _, tc := range tests {
 		f, read := stderrFile(t, tc.tty)
-		code := run(context.Background(), tc.args, tc.env, &bytes.Buffer{}, f, signals{})
+		code := run(context.Background(), tc.args, tc.env, &bytes.Buffer{}, f, process{})
 		out := strings.TrimSpace(read())
 		isJSON := strings.HasPrefix(out, "{") && len(testkit.LogLines(t, out)) == 1
 		if code != 2 || isJSON != tc.json || strings.Contains(out, "\n") || !tc.json && !strings.HasPrefix(out, "meshgate: ") {
@@ -252,7 +252,7 @@ func TestHelpAndVersion(t *testing.T) {
 	}
 	for _, tc := range tests {
 		var stdout, stderr bytes.Buffer
-		code := run(context.Background(), tc.args, nil, &stdout, &stderr, signals{})
+		code := run(context.Background(), tc.args, nil, &stdout, &stderr, process{})
 		if code != 0 || stderr.Len() != 0 {
 			t.Errorf("run(%q) = %d, stderr %q; want 0 and nothing", tc.args, code, stderr.String())
 		}

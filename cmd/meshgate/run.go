@@ -19,10 +19,11 @@ import (
 	"github.com/meshgate/meshgate/probe"
 )
 
-// signals is how run receives the process's signals: main connects C to
-// os/signal for the signals that stop a wait, and Notify adds more (those
-// forwarded to a supervised command). Tests use a plain channel.
-type signals struct {
+// process is what main hands run of the process itself. Its signals: main
+// connects C to os/signal for the signals that stop a wait, and Notify adds
+// more (those forwarded to a supervised command); tests use a plain
+// channel. And its runtime, which Waiting sets up for a long wait.
+type process struct {
 	C      chan os.Signal
 	Notify func(...os.Signal) // nil: nothing more can be asked for
 	// Stop ends the delivery of signals to C, once all caught so far are
@@ -31,11 +32,17 @@ type signals struct {
 	// Settle returns once all signals caught so far are in C, without
 	// stopping the delivery; nil does nothing.
 	Settle func()
+	// Caught is closed once the stop signals are routed to C; run waits
+	// for it before its first log line. Nil: they are.
+	Caught <-chan struct{}
+	// Waiting is called once, when the first attempt finds the proxy not
+	// ready (gate.Gate.Waiting); nil does nothing.
+	Waiting func()
 }
 
 // run is meshgate from the command line to the exit code. In wrap mode it
 // does not return when the command starts: the command takes its place.
-func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer, sigs signals) int {
+func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer, proc process) int {
 	cfg, err := parse(args, environ)
 	if errors.Is(err, pflag.ErrHelp) {
 		fmt.Fprint(stdout, usage(cfg.mode))
@@ -54,6 +61,9 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer, 
 		return gate.ExitOK
 	}
 	log := newLogger(cfg, stderr)
+	if proc.Caught != nil {
+		<-proc.Caught // whatever the log says has begun, a stop signal stops
+	}
 	// net/http reports a few oddities of a server (an answer nobody asked
 	// for) through the standard logger: they belong in our log.
 	defer zap.RedirectStdLog(log)()
@@ -63,7 +73,7 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer, 
 	for _, name := range cfg.overridden {
 		log.Warn("ignoring variable: the command line's --preset wins", zap.String("variable", name))
 	}
-	err = runMode(ctx, cfg, environ, log, sigs)
+	err = runMode(ctx, cfg, environ, log, proc)
 	code := gate.ExitCode(err)
 	if err != nil {
 		log.Error("exiting", zap.Int("code", code), zap.Error(err))
@@ -123,16 +133,16 @@ func isTerminal(w io.Writer) bool {
 }
 
 // runMode builds the components from cfg and does what its mode asks.
-func runMode(ctx context.Context, cfg config, environ []string, log *zap.Logger, sigs signals) error {
-	g := newGate(cfg, log, sigs)
+func runMode(ctx context.Context, cfg config, environ []string, log *zap.Logger, proc process) error {
+	g := newGate(cfg, log, proc)
 	switch cfg.mode {
 	case "install":
-		ctx, stop := stopOnSignal(ctx, sigs.C, nil)
+		ctx, stop := stopOnSignal(ctx, proc.C, nil)
 		defer stop()
 		_, err := (&gate.Installer{Log: log, Argv0: os.Args[0], Environ: environ}).Install(ctx, cfg.installDest)
 		return err
 	case "quit":
-		ctx, stop := stopOnSignal(ctx, sigs.C, nil)
+		ctx, stop := stopOnSignal(ctx, proc.C, nil)
 		defer stop()
 		err := newQuitter(cfg, log).Quit(ctx)
 		if cause := context.Cause(ctx); cause != nil && gate.ExitCode(cause) > gate.ExitSignalBase {
@@ -149,7 +159,7 @@ func runMode(ctx context.Context, cfg config, environ []string, log *zap.Logger,
 		return wait(ctx, cfg, g, log)
 	}
 	if cfg.supervise {
-		return supervise(ctx, cfg, g, newQuitter(cfg, log), environ, log, sigs)
+		return supervise(ctx, cfg, g, newQuitter(cfg, log), environ, log, proc)
 	}
 	// A command that cannot start fails now, not after a long wait.
 	if _, err := gate.Resolve(cfg.command[0], environ); err != nil {
@@ -161,7 +171,7 @@ func runMode(ctx context.Context, cfg config, environ []string, log *zap.Logger,
 	return g.Exec(cfg.command, environ)
 }
 
-func newGate(cfg config, log *zap.Logger, sigs signals) *gate.Gate {
+func newGate(cfg config, log *zap.Logger, proc process) *gate.Gate {
 	return &gate.Gate{
 		Probes:         cfg.probes,
 		Timeout:        cfg.timeout,
@@ -170,9 +180,10 @@ func newGate(cfg config, log *zap.Logger, sigs signals) *gate.Gate {
 			return &gate.Pacer{Refused: cfg.pollRefused, RefusedMax: cfg.pollRefusedMax, Min: cfg.pollMin,
 				Max: cfg.pollMax, Share: cfg.pollShare, Jitter: cfg.pollJitter}
 		},
-		Signals: sigs.C,
-		Release: sigs.Stop,
-		Settle:  sigs.Settle,
+		Signals: proc.C,
+		Release: proc.Stop,
+		Settle:  proc.Settle,
+		Waiting: proc.Waiting,
 		Log:     log,
 	}
 }
@@ -202,11 +213,11 @@ func wait(ctx context.Context, cfg config, g *gate.Gate, log *zap.Logger) error 
 // ready, so that a broken Job does not leave its pod running for ever. A
 // signal during the wait means the pod is stopping, and the kubelet stops
 // the proxy itself: no quit then.
-func supervise(ctx context.Context, cfg config, g *gate.Gate, q *gate.Quitter, environ []string, log *zap.Logger, sigs signals) error {
+func supervise(ctx context.Context, cfg config, g *gate.Gate, q *gate.Quitter, environ []string, log *zap.Logger, proc process) error {
 	// Not with an empty list: Notify with no signals asks for all of
 	// them. The stop signals are routed already, and always forwarded.
-	if sigs.Notify != nil && len(cfg.forward) > 0 {
-		sigs.Notify(cfg.forward...)
+	if proc.Notify != nil && len(cfg.forward) > 0 {
+		proc.Notify(cfg.forward...)
 	}
 	_, err := gate.Resolve(cfg.command[0], environ)
 	if err == nil {
@@ -226,7 +237,7 @@ func supervise(ctx context.Context, cfg config, g *gate.Gate, q *gate.Quitter, e
 	}
 	// The pod may be stopping while we quit: a stop signal now leaves
 	// the quit at most a second more, and the command's status stands.
-	qctx, stop := stopOnSignal(ctx, sigs.C, func(cancel context.CancelCauseFunc, s os.Signal) {
+	qctx, stop := stopOnSignal(ctx, proc.C, func(cancel context.CancelCauseFunc, s os.Signal) {
 		log.Info("stop signal during the quit; giving it at most 1s more", zap.Stringer("signal", s))
 		time.AfterFunc(quitGrace, func() { cancel(nil) })
 	})

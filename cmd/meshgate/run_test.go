@@ -97,7 +97,7 @@ func TestRun(t *testing.T) {
 				c <- tc.sig
 			}
 			var stdout, stderr bytes.Buffer
-			code := run(context.Background(), tc.args, tc.env, &stdout, &stderr, signals{C: c})
+			code := run(context.Background(), tc.args, tc.env, &stdout, &stderr, process{C: c})
 			if n := quits.Swap(0); code != tc.code || n != tc.quits || stdout.Len() != 0 {
 				t.Fatalf("run = %d after %d quits, stdout %q; want %d after %d and nothing on stdout\n%s", code, n, stdout.String(), tc.code, tc.quits, stderr.String())
 			}
@@ -138,7 +138,7 @@ func TestSuperviseForwardsSignals(t *testing.T) {
 	quit, _, quits := quitServers(t)
 	var stderr bytes.Buffer
 	code := run(context.Background(), []string{"--probe", server(t, 200), "--quit-url", quit, "--forward-signals", "USR1", "--", "/bin/sh", "-c", script, started},
-		nil, &bytes.Buffer{}, &stderr, signals{C: c, Notify: func(s ...os.Signal) { asked = append(asked, s...) }})
+		nil, &bytes.Buffer{}, &stderr, process{C: c, Notify: func(s ...os.Signal) { asked = append(asked, s...) }})
 	if code != 42 || quits.Load() != 1 || fmt.Sprint(asked) != fmt.Sprint([]os.Signal{syscall.SIGUSR1}) {
 		t.Errorf("run = %d after %d quits, asked for %v; want 42 (the trap's) after 1, asked for USR1\n%s", code, quits.Load(), asked, stderr.String())
 	}
@@ -153,7 +153,7 @@ func TestQuitStopsOnSignal(t *testing.T) {
 	}))
 	defer srv.Close()
 	var stderr bytes.Buffer
-	code := run(context.Background(), []string{"quit", "--quit-url", srv.URL + "/quitquitquit"}, nil, &bytes.Buffer{}, &stderr, signals{C: sigs})
+	code := run(context.Background(), []string{"quit", "--quit-url", srv.URL + "/quitquitquit"}, nil, &bytes.Buffer{}, &stderr, process{C: sigs})
 	if code != 130 {
 		t.Errorf("quit with SIGINT during a hanging request = %d, want 130\n%s", code, stderr.String())
 	}
