@@ -59,7 +59,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&cfg.noticeClosedMax, "notice-closed-max", 300*time.Millisecond, "notice: the port is closed for U[0, this)")
 	fs.DurationVar(&cfg.noticeNotReadyMin, "notice-503-min", 500*time.Millisecond, "notice: then answers 503 for U[this, --notice-503-max)")
 	fs.DurationVar(&cfg.noticeNotReadyMax, "notice-503-max", 1500*time.Millisecond, "notice: see --notice-503-min")
-	fs.IntVar(&cfg.overheadRuns, "overhead-runs", 40, "overhead: interleaved runs of each gate and of direct exec, proxy ready at once")
+	fs.IntVar(&cfg.overheadRuns, "overhead-runs", 60, "overhead: interleaved runs of each gate and of direct exec, proxy ready at once")
 	fs.IntVar(&cfg.loadTrials, "load-trials", 2, "load: trials per gate")
 	fs.DurationVar(&cfg.loadCost, "load-cost", 20*time.Millisecond, "load: the proxy's work per readiness answer")
 	fs.DurationVar(&cfg.loadNotReady, "load-503", 5*time.Second, "load: the proxy answers 503 for this long")
