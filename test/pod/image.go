@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -16,9 +15,6 @@ import (
 
 	"github.com/meshgate/meshgate/test/testkit"
 )
-
-// buildTimeout bounds go build and buildah, which are slow on a cold cache.
-const buildTimeout = 5 * time.Minute
 
 // Image is one tagged image in an OCI image layout directory.
 type Image struct {
@@ -197,7 +193,7 @@ func DockerfileImage(t testing.TB, binary string) *Image {
 		if err != nil {
 			return "", err
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), testkit.BuildTimeout)
 		defer cancel()
 		img, err := BuildImage(ctx, filepath.Join(root, "Dockerfile"), binary, filepath.Join(dir, "oci"))
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,11 +28,12 @@ import (
 )
 
 // Timeout bounds every wait of a test on a process: generous, as CI runs
-// on a busy machine, and only reached when something is broken.
-const Timeout = 30 * time.Second
-
-// buildTimeout bounds go build, which is slow on a cold cache.
-const buildTimeout = 5 * time.Minute
+// on a busy machine. BuildTimeout bounds go build and buildah, slow on a
+// cold cache.
+const (
+	Timeout      = 30 * time.Second
+	BuildTimeout = 5 * time.Minute
+)
 
 var builds struct {
 	mu   sync.Mutex
@@ -108,7 +110,7 @@ func Build(pkg string, flags ...string) (string, error) {
 			return "", err
 		}
 		out := filepath.Join(dir, filepath.Base(pkg))
-		ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), BuildTimeout)
 		defer cancel()
 		args := append([]string{"build", "-trimpath", "-o", out}, flags...)
 		cmd := exec.CommandContext(ctx, "go", append(args, pkg)...)
@@ -131,34 +133,34 @@ func Binary(env, pkg string) (string, error) {
 	return Build(pkg)
 }
 
-func must(t testing.TB, path string, err error) string {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
+// must turns a path or its error into the path, or the test's failure.
+func must(t testing.TB) func(string, error) string {
+	return func(path string, err error) string {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return path
 	}
-	return path
 }
 
 // Meshgate returns the gate under test: MESHGATE_BIN, or a build.
 func Meshgate(t testing.TB) string {
 	t.Helper()
-	p, err := Binary("MESHGATE_BIN", "./cmd/meshgate")
-	return must(t, p, err)
+	return must(t)(Binary("MESHGATE_BIN", "./cmd/meshgate"))
 }
 
 // Inject returns the injector under test: MESHGATE_INJECT_BIN, or a build.
 func Inject(t testing.TB) string {
 	t.Helper()
-	p, err := Binary("MESHGATE_INJECT_BIN", "./cmd/meshgate-inject")
-	return must(t, p, err)
+	return must(t)(Binary("MESHGATE_INJECT_BIN", "./cmd/meshgate-inject"))
 }
 
 // Tool returns a static build of a program of the module, such as
 // "./test/app" or "./test/emulator".
 func Tool(t testing.TB, pkg string) string {
 	t.Helper()
-	p, err := Build(pkg)
-	return must(t, p, err)
+	return must(t)(Build(pkg))
 }
 
 // Need skips t unless it runs as root with the given tools installed. With
@@ -288,8 +290,9 @@ func (o *Output) Write(b []byte) (int, error) {
 }
 
 func (o *Output) String() string {
-	s, _ := o.Snapshot()
-	return s
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.buf.String()
 }
 
 // Snapshot returns the output so far and a channel closed at the next write.
@@ -302,62 +305,33 @@ func (o *Output) Snapshot() (string, <-chan struct{}) {
 	return o.buf.String(), o.changed
 }
 
-// WaitFor waits until the output contains s, as WaitFor does.
-func (o *Output) WaitFor(s string, timeout time.Duration, done <-chan struct{}) bool {
-	return WaitFor(s, timeout, done, o)
-}
-
 // WaitFor waits until one of outs contains s, and reports whether one did
 // before timeout passed or done was closed.
 func WaitFor(s string, timeout time.Duration, done <-chan struct{}, outs ...*Output) bool {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
-	contains := func() bool {
-		return slices.ContainsFunc(outs, func(o *Output) bool { return strings.Contains(o.String(), s) })
-	}
 	for {
-		// Snapshots first, then the look: a write in between has closed
-		// a channel, and the loop looks again.
-		changed := make([]<-chan struct{}, len(outs))
-		for i, o := range outs {
-			_, changed[i] = o.Snapshot()
+		// Snapshots, each with the channel its next write closes: a write
+		// after the look wakes the select below, and the loop looks again.
+		cases := []reflect.SelectCase{recv(done), recv(timer.C)}
+		for _, o := range outs {
+			text, changed := o.Snapshot()
+			if strings.Contains(text, s) {
+				return true
+			}
+			cases = append(cases, recv(changed))
 		}
-		if contains() {
-			return true
-		}
-		stop := make(chan struct{})
-		ended, timedOut := false, false
-		select {
-		case <-anyOf(stop, changed):
-		case <-done:
-			ended = true
-		case <-timer.C:
-			timedOut = true
-		}
-		close(stop)
-		if ended {
-			return contains()
-		}
-		if timedOut {
+		switch i, _, _ := reflect.Select(cases); i {
+		case 0:
+			return slices.ContainsFunc(outs, func(o *Output) bool { return strings.Contains(o.String(), s) })
+		case 1:
 			return false
 		}
 	}
 }
 
-// anyOf returns a channel closed once any of cs is, until stop is closed.
-func anyOf(stop <-chan struct{}, cs []<-chan struct{}) <-chan struct{} {
-	out := make(chan struct{})
-	var once sync.Once
-	for _, c := range cs {
-		go func() {
-			select {
-			case <-c:
-				once.Do(func() { close(out) })
-			case <-stop:
-			}
-		}()
-	}
-	return out
+func recv(c any) reflect.SelectCase {
+	return reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(c)}
 }
 
 // Proc is a process started by Start, its output watched.
@@ -401,7 +375,6 @@ func (p *Proc) Wait() int {
 	}
 }
 
-// Signal sends sig to the process, failing the test if it cannot.
 func (p *Proc) Signal(sig os.Signal) {
 	p.t.Helper()
 	if err := p.Cmd.Process.Signal(sig); err != nil {
@@ -409,10 +382,9 @@ func (p *Proc) Signal(sig os.Signal) {
 	}
 }
 
-// Expect waits for the standard output to contain s.
 func (p *Proc) Expect(s string) {
 	p.t.Helper()
-	if !p.Stdout.WaitFor(s, Timeout, p.done) {
+	if !WaitFor(s, Timeout, p.done, &p.Stdout) {
 		p.t.Fatalf("no %q on stdout of %s\nstdout:\n%s\nstderr:\n%s", s, p.Cmd.Path, &p.Stdout, &p.Stderr)
 	}
 }
@@ -420,12 +392,11 @@ func (p *Proc) Expect(s string) {
 // WaitLog waits for meshgate to log a line with the message msg.
 func (p *Proc) WaitLog(msg string) {
 	p.t.Helper()
-	if !p.Stderr.WaitFor(`"msg":"`+msg+`"`, Timeout, p.done) {
+	if !WaitFor(`"msg":"`+msg+`"`, Timeout, p.done, &p.Stderr) {
 		p.t.Fatalf("%s did not log %q\n%s", p.Cmd.Path, msg, &p.Stderr)
 	}
 }
 
-// Logs returns the log lines on standard error with the message msg.
 func (p *Proc) Logs(msg string) []map[string]any {
 	p.t.Helper()
 	return Logs(p.t, p.Stderr.String(), msg)
