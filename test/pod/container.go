@@ -21,44 +21,34 @@ import (
 // Container describes one container of a pod, in the terms of a Kubernetes
 // container spec. Exactly one of Rootfs and Image is set.
 type Container struct {
-	// Name is unique in the pod: lower-case letters, digits and dashes.
-	Name string
-
-	// Rootfs is a host directory, such as one made by Scratch, copied to
-	// be the container's root filesystem (directories, regular files and
-	// symbolic links, with their permission bits; the root gets 0755). The
-	// copy is private, as a runtime's snapshot of an image is: the mount
-	// points runc creates (an /etc/hosts file, say) and the container's
-	// writes reach neither the original nor other containers.
+	Name string // unique in the pod: lower-case letters, digits and dashes
+	// Rootfs is a host directory made by Scratch, copied (cp -a, modes
+	// kept) to be the container's root filesystem. The copy is private,
+	// as a runtime's snapshot of an image is: the mount points runc
+	// creates (an /etc/hosts file, say) and the container's writes reach
+	// neither the original nor other containers.
 	Rootfs string
-	// Image is an OCI image unpacked with umoci to be the root filesystem.
-	// Its entrypoint, command, environment and user are the defaults for
-	// the fields below.
+	// Image is an OCI image unpacked with umoci; its entrypoint, command,
+	// environment and user are the defaults of the fields below.
 	Image *Image
-
 	// Command replaces the image's entrypoint and Args its command, as in
 	// Kubernetes: Command alone drops the image's command too. With
 	// Rootfs there is no entrypoint, so Command is required.
 	Command []string
 	Args    []string
-	// Env holds "NAME=value" entries added to the image's environment,
-	// replacing those of the same name. As with the kubelet and
-	// containerd, PATH has a default and HOSTNAME is the pod's name.
+	// Env entries "NAME=value" replace the image's of the same name. As
+	// with the kubelet, PATH has a default and HOSTNAME is the pod's name.
 	Env []string
-	// User is "UID" or "UID:GID", numeric; GID is 0 when left out. Empty
+	// User is "UID" or "UID:GID", numeric, GID 0 when left out; empty
 	// means the image's user, or root with Rootfs.
-	User string
-	// ReadOnly makes the root filesystem read-only, like
-	// readOnlyRootFilesystem: true.
-	ReadOnly bool
-	// Hosts mounts a kubelet-style /etc/hosts naming localhost. Plain runc
-	// mounts none, and without one a static Go program cannot resolve
-	// "localhost".
-	Hosts bool
-	// Mounts are pod volumes mounted into the container.
+	User     string
+	ReadOnly bool // as readOnlyRootFilesystem: true
+	// Hosts mounts a kubelet-style /etc/hosts naming localhost: plain runc
+	// mounts none, and a static Go program could not resolve "localhost".
+	Hosts  bool
 	Mounts []Mount
-	// Files are extra read-only files, container path → content,
-	// bind-mounted like ConfigMap items.
+	// Files are read-only files, container path → content, bind-mounted
+	// like ConfigMap items.
 	Files map[string]string
 }
 
@@ -69,25 +59,21 @@ type Mount struct {
 	ReadOnly bool
 }
 
-// Result is how a container that ran to completion ended.
+// Result is how a container that ran to completion ended: the exit code
+// of its process 1, and its output.
 type Result struct {
-	Code   int // the exit code of the container's process 1
-	Stdout string
-	Stderr string
+	Code           int
+	Stdout, Stderr string
 }
 
 // defaultPath is the PATH containerd gives images that set none.
 const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// kubeletHosts is the /etc/hosts the kubelet writes for a pod, without the
-// pod IP line: these pods have loopback only.
+// kubeletHosts holds the localhost lines of the /etc/hosts the kubelet
+// writes for a pod: these pods have loopback only.
 const kubeletHosts = `# Kubernetes-managed hosts file.
 127.0.0.1	localhost
 ::1	localhost ip6-localhost ip6-loopback
-fe00::0	ip6-localnet
-fe00::0	ip6-mcastprefix
-fe00::1	ip6-allnodes
-fe00::2	ip6-allrouters
 `
 
 // Run runs c to completion, as an init container, and returns how it ended.
@@ -95,8 +81,7 @@ fe00::2	ip6-allrouters
 func (p *Pod) Run(c Container) Result {
 	p.t.Helper()
 	pr := p.Start(c)
-	code := pr.Wait()
-	return Result{Code: code, Stdout: pr.Stdout(), Stderr: pr.Stderr()}
+	return Result{Code: pr.Wait(), Stdout: pr.Stdout(), Stderr: pr.Stderr()}
 }
 
 // Start starts c in the background and returns at once, before the
@@ -107,10 +92,20 @@ func (p *Pod) Start(c Container) *Process {
 	if !validName(c.Name) {
 		p.t.Fatalf("container %q: want lower-case letters, digits and inner dashes", c.Name)
 	}
+	p.mu.Lock()
+	dup := slices.ContainsFunc(p.procs, func(o *Process) bool { return o.Name == c.Name })
+	p.mu.Unlock()
+	if dup {
+		p.t.Fatalf("container %q: already in pod %s", c.Name, p.Name)
+	}
 	if c.Image != nil {
 		Available(p.t, "umoci")
 	}
 	dir := filepath.Join(p.dir, "containers", c.Name)
+	bundle := filepath.Join(dir, "bundle")
+	if err := p.bundle(c, dir, bundle); err != nil {
+		p.t.Fatalf("container %s: %v", c.Name, err)
+	}
 	pr := &Process{
 		Name: c.Name,
 		ID:   p.Name + "-" + c.Name,
@@ -118,35 +113,6 @@ func (p *Pod) Start(c Container) *Process {
 		log:  filepath.Join(dir, "runc.log"),
 		done: make(chan struct{}),
 	}
-	p.mu.Lock()
-	_, dup := p.procs[c.Name]
-	if !dup {
-		p.procs[c.Name] = pr
-		p.order = append(p.order, c.Name)
-	}
-	p.mu.Unlock()
-	if dup {
-		p.t.Fatalf("container %q: already in pod %s", c.Name, p.Name)
-	}
-
-	// Until runc runs, done must still be closed on every way out,
-	// t.Fatal and t.Skip included, or cleanup would wait for an exit.
-	running := false
-	defer func() {
-		if !running {
-			if pr.err == nil {
-				pr.err = errors.New("not started")
-			}
-			close(pr.done)
-		}
-	}()
-
-	bundle := filepath.Join(dir, "bundle")
-	if err := p.bundle(c, dir, bundle); err != nil {
-		pr.err = err
-		p.t.Fatalf("container %s: %v", c.Name, err)
-	}
-
 	// Foreground runc run, not --detach: it returns the exit code of the
 	// container's process 1 (128+N when killed by signal N), and with no
 	// terminal it hands our pipes straight to that process. A detached
@@ -158,10 +124,12 @@ func (p *Pod) Start(c Container) *Process {
 	// A process the container left behind could hold our pipes open.
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
-		pr.err = err
 		p.t.Fatalf("container %s: %v", c.Name, err)
 	}
-	running = true
+	// Only now, as cleanup waits for the containers it knows to end.
+	p.mu.Lock()
+	p.procs = append(p.procs, pr)
+	p.mu.Unlock()
 	go func() {
 		pr.code, pr.err = pr.exitStatus(cmd.Wait())
 		close(pr.done)
@@ -193,8 +161,11 @@ func (p *Pod) bundle(c Container, dir, bundle string) error {
 			return err
 		}
 	case c.Rootfs != "":
-		if err := copyTree(filepath.Join(bundle, "rootfs"), c.Rootfs); err != nil {
-			return fmt.Errorf("copy rootfs: %w", err)
+		if err := os.Mkdir(bundle, 0o755); err != nil {
+			return err
+		}
+		if _, err := command(ctx, "cp", "-a", c.Rootfs, filepath.Join(bundle, "rootfs")); err != nil {
+			return err
 		}
 		if _, err := command(ctx, "runc", "spec", "--bundle", bundle); err != nil {
 			return err
@@ -272,13 +243,11 @@ func (p *Pod) editSpec(spec map[string]any, c Container, img imageConfig, dir st
 		}
 		mounts = append(mounts, bind(p.Volume(m.Volume), m.Path, m.ReadOnly))
 	}
-	files := maps.Clone(c.Files) // not to write into the caller's map
-	if _, ok := files["/etc/hosts"]; c.Hosts && !ok {
-		if files == nil {
-			files = map[string]string{}
-		}
+	files := map[string]string{}
+	if c.Hosts {
 		files["/etc/hosts"] = kubeletHosts
 	}
+	maps.Copy(files, c.Files)
 	// Sorted, so mount order does not depend on map iteration.
 	for i, name := range slices.Sorted(maps.Keys(files)) {
 		if !path.IsAbs(name) {
@@ -357,14 +326,12 @@ func mergeEnv(envs ...[]string) []string {
 func parseUser(s string) (uid, gid uint32, err error) {
 	u, g, hasGroup := strings.Cut(s, ":")
 	n, err := strconv.ParseUint(u, 10, 32)
+	var m uint64
+	if err == nil && hasGroup {
+		m, err = strconv.ParseUint(g, 10, 32)
+	}
 	if err != nil {
 		return 0, 0, fmt.Errorf("user %q: want numeric UID[:GID]", s)
-	}
-	var m uint64
-	if hasGroup {
-		if m, err = strconv.ParseUint(g, 10, 32); err != nil {
-			return 0, 0, fmt.Errorf("user %q: want numeric UID[:GID]", s)
-		}
 	}
 	return uint32(n), uint32(m), nil
 }

@@ -31,11 +31,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -68,9 +68,8 @@ type Pod struct {
 	root string // runc --root
 
 	mu      sync.Mutex
-	volumes map[string]string   // name → host directory
-	procs   map[string]*Process // container name → process, for cleanup
-	order   []string            // container names in start order
+	volumes map[string]string // name → host directory
+	procs   []*Process        // in start order, for cleanup
 }
 
 // New creates an empty pod whose network namespace has only loopback, up.
@@ -80,12 +79,13 @@ func New(t testing.TB) *Pod {
 	Available(t)
 	dir := t.TempDir()
 	p := &Pod{
-		Name:    "pod-" + randomHex(4),
+		// Random: parallel tests, and earlier runs killed before their
+		// cleanup, won't collide on it.
+		Name:    "pod-" + strings.ToLower(rand.Text()[:8]),
 		t:       t,
 		dir:     dir,
 		root:    filepath.Join(dir, "runc"),
 		volumes: map[string]string{},
-		procs:   map[string]*Process{},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
 	defer cancel()
@@ -145,10 +145,7 @@ func validName(name string) bool {
 // It reports what it could not remove as test errors, so leaks are seen.
 func (p *Pod) cleanup() {
 	p.mu.Lock()
-	procs := make([]*Process, 0, len(p.order))
-	for _, name := range p.order {
-		procs = append(procs, p.procs[name])
-	}
+	procs := slices.Clone(p.procs)
 	p.mu.Unlock()
 
 	for _, pr := range procs {
@@ -192,12 +189,4 @@ func run(cmd *exec.Cmd) ([]byte, error) {
 		return out, fmt.Errorf("%s: %w: %s", strings.Join(cmd.Args, " "), err, bytes.TrimSpace(stderr.Bytes()))
 	}
 	return out, nil
-}
-
-// randomHex returns n random bytes in hex: names that parallel tests, and
-// earlier runs that were killed before cleanup, won't collide on.
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b) // never returns an error (Go 1.24)
-	return hex.EncodeToString(b)
 }

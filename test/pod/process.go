@@ -52,10 +52,8 @@ func (pr *Process) Wait() int {
 // it with a deadline of their own.
 func (pr *Process) Done() <-chan struct{} { return pr.done }
 
-// Stdout returns what the container wrote to its standard output so far.
 func (pr *Process) Stdout() string { return pr.stdout.String() }
 
-// Stderr returns what the container wrote to its standard error so far.
 func (pr *Process) Stderr() string { return pr.stderr.String() }
 
 // Kill sends sig to the container's process 1 with runc kill, once the
@@ -111,7 +109,6 @@ func (pr *Process) WaitOutput(s string, timeout time.Duration) error {
 	}
 }
 
-// containerState is the part of runc state's output we use.
 type containerState struct {
 	Status string `json:"status"`
 	Pid    int    `json:"pid"`
