@@ -41,7 +41,8 @@ func (b *bench) measure(ctx context.Context) *report {
 	// The goals come in this order, whatever the order of measurement.
 	goals := map[string][]goal{}
 	steps := map[string]func(context.Context) ([]row, []goal, error){
-		"notice": b.idle, "busy": b.busy, "overhead": b.overhead, "load": b.load, "cost": b.cost,
+		"busy": b.busy, "overhead": b.overhead, "load": b.load, "cost": b.cost,
+		"notice": func(ctx context.Context) ([]row, []goal, error) { return b.notice(ctx, "idle", b.cfg.noticeTrials) },
 	}
 	for _, name := range measurements() {
 		if !b.cfg.only[name] {
@@ -60,11 +61,6 @@ func (b *bench) measure(ctx context.Context) *report {
 	}
 	rep.header = append(rep.header, "load average at the end: "+loadavg())
 	return rep
-}
-
-// idle runs the notice trials on an idle machine.
-func (b *bench) idle(ctx context.Context) ([]row, []goal, error) {
-	return b.notice(ctx, "idle", b.cfg.noticeTrials)
 }
 
 // busy runs the notice trials with every core kept busy by yes(1), as on a
@@ -323,7 +319,6 @@ type waitCost struct {
 	attempts, hwm int64
 }
 
-// perAttempt is the CPU per attempt, or 0 when there were none.
 func (c waitCost) perAttempt() time.Duration {
 	if c.attempts == 0 {
 		return 0
@@ -394,7 +389,6 @@ func procCPU(pid int) (time.Duration, error) {
 	return time.Duration(ticks) * time.Second / hz, nil
 }
 
-// procHWM is a process's peak resident set size, VmHWM.
 func procHWM(pid int) (int64, error) {
 	v := procValue(strconv.Itoa(pid)+"/status", "VmHWM")
 	kb, err := strconv.ParseInt(strings.TrimSuffix(v, " kB"), 10, 64)

@@ -167,7 +167,6 @@ func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d)/floa
 
 func mib(bytes int64) string { return fmt.Sprintf("%.1f MiB", float64(bytes)/(1<<20)) }
 
-// rate is the requests per second over the window.
 func (t tally) rate() string {
 	if t.window <= 0 {
 		return "—"
@@ -175,5 +174,4 @@ func (t tally) rate() string {
 	return fmt.Sprintf("%.1f/s", float64(t.requests)/t.window.Seconds())
 }
 
-// share is the share of the window spent answering.
 func (t tally) share() float64 { return t.busy.Seconds() / t.window.Seconds() }

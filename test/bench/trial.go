@@ -124,7 +124,6 @@ func (b *bench) command(ctx context.Context, argv, env []string) (*exec.Cmd, *by
 	return cmd, &stderr
 }
 
-// tail is the end of a child's stderr, to explain an error.
 func tail(stderr *bytes.Buffer) string {
 	out := strings.TrimSpace(stderr.String())
 	if out == "" {
@@ -142,7 +141,6 @@ type trial struct {
 	app    bool // the waiter runs the app, whose start is read from its report
 }
 
-// trialResult is what a trial saw.
 type trialResult struct {
 	readyAt, appStart time.Time
 	notReady          tally // the 503 phase; zero if it did not begin and end

@@ -153,14 +153,12 @@ func (e *Emulator) Run(ctx context.Context, phases []Phase) error {
 	return nil
 }
 
-// ReadyAt is when the emulator first answered ready, or zero.
 func (e *Emulator) ReadyAt() time.Time {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.readyAt
 }
 
-// Quits is how many quit requests arrived.
 func (e *Emulator) Quits() int64 { return e.quits.Load() }
 
 // Quitted is closed when a quit request has been answered with 2xx.
@@ -176,13 +174,10 @@ func (e *Emulator) QuitAsked() <-chan struct{} {
 	return e.asked
 }
 
-// Requests is how many readiness requests were answered.
 func (e *Emulator) Requests() int64 { return e.requests.Load() }
 
-// Busy is the total time spent answering readiness requests.
 func (e *Emulator) Busy() time.Duration { return time.Duration(e.busy.Load()) }
 
-// Close closes the port and releases hanging requests.
 func (e *Emulator) Close() {
 	e.init()
 	e.mu.Lock()
@@ -276,7 +271,6 @@ func (e *Emulator) quit(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done()
 		return
 	case !answer.Ready():
-		// A 404 says what Linkerd says when shutdown is not enabled.
 		code, _ := strconv.Atoi(string(answer))
 		http.Error(w, map[bool]string{true: "shutdown endpoint is not enabled", false: "cannot quit"}[code == 404], code)
 		return
@@ -292,8 +286,6 @@ func (e *Emulator) quit(w http.ResponseWriter, r *http.Request) {
 		close(e.quitted)
 	}
 	if !e.QuitStays {
-		// Close the port after this answer is on its way, as an exiting
-		// proxy would.
-		go e.Close()
+		go e.Close() // after the answer is on its way, as an exiting proxy's
 	}
 }
