@@ -26,20 +26,13 @@ func appRoot(t *testing.T) string {
 	return pod.Scratch(t, map[string]string{"/app": testkit.Tool(t, "./test/app")})
 }
 
-// The app reports to /out/NAME.json, on the pod's volume "out".
-var out = pod.Mount{Volume: "out", Path: "/out"}
-
-func appReport(t *testing.T, p *pod.Pod, name string) *report.Report {
-	t.Helper()
-	return testkit.ReadReport(t, filepath.Join(p.Volume("out"), name+".json"))
-}
-
 const noCaps = "0000000000000000"
 
 func TestContainers(t *testing.T) {
 	t.Parallel()
 	rootfs := appRoot(t)
 	p := pod.New(t)
+	out := pod.Mount{Volume: "out", Path: "/out"} // the app reports to /out/NAME.json
 	ro := []pod.Mount{out, {Volume: "data", Path: "/data", ReadOnly: true}}
 	for _, tc := range []struct {
 		c      pod.Container
@@ -79,7 +72,7 @@ func TestContainers(t *testing.T) {
 		if got.Code != tc.code || !strings.Contains(got.Stderr, tc.stderr) {
 			t.Errorf("%s: exit %d, stderr %q; want %d and %q", c.Name, got.Code, got.Stderr, tc.code, tc.stderr)
 		}
-		if r := appReport(t, p, c.Name); tc.check != nil && (r == nil || !tc.check(r)) {
+		if r := testkit.ReadReport(t, filepath.Join(p.Volume("out"), c.Name+".json")); tc.check != nil && (r == nil || !tc.check(r)) {
 			t.Errorf("%s: the app saw %+v", c.Name, r)
 		}
 	}
