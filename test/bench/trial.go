@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -42,6 +43,7 @@ type bench struct {
 	dir      string   // app reports
 	log      io.Writer
 	runs     int // names each app report
+	portMu   sync.Mutex
 	lastPort int // starts at random, so that two benchmarks at once rarely meet
 }
 
@@ -282,6 +284,9 @@ func readStart(path string) (time.Time, error) {
 // connection, of ours or of the machine, holds the port a trial listens
 // on, and so that a closed port really refuses.
 func (b *bench) port() (string, error) {
+	// cost starts its waiters' emulators side by side.
+	b.portMu.Lock()
+	defer b.portMu.Unlock()
 	for range portHigh - portLow {
 		b.lastPort = portLow + (b.lastPort+1-portLow)%(portHigh-portLow)
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(b.lastPort))
