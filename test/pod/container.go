@@ -89,15 +89,7 @@ func (p *Pod) Run(c Container) Result {
 // ready. It fails the test if the container cannot be prepared.
 func (p *Pod) Start(c Container) *Process {
 	p.t.Helper()
-	if !validName(c.Name) {
-		p.t.Fatalf("container %q: want lower-case letters, digits and inner dashes", c.Name)
-	}
-	p.mu.Lock()
-	dup := slices.ContainsFunc(p.procs, func(o *Process) bool { return o.Name == c.Name })
-	p.mu.Unlock()
-	if dup {
-		p.t.Fatalf("container %q: already in pod %s", c.Name, p.Name)
-	}
+	p.checkNew(c.Name)
 	if c.Image != nil {
 		Available(p.t, "umoci")
 	}
@@ -113,10 +105,33 @@ func (p *Pod) Start(c Container) *Process {
 		log:  filepath.Join(dir, "runc.log"),
 		done: make(chan struct{}),
 	}
-	// Foreground runc run, not --detach: it returns the exit code of the
-	// container's process 1 (128+N when killed by signal N), and with no
-	// terminal it hands our pipes straight to that process. A detached
-	// container's exit status would be lost to whoever reaps it.
+	if err := pr.launch(bundle); err != nil {
+		p.t.Fatalf("container %s: %v", c.Name, err)
+	}
+	return pr
+}
+
+// checkNew fails the test unless name may name a new container of the pod.
+func (p *Pod) checkNew(name string) {
+	p.t.Helper()
+	if !validName(name) {
+		p.t.Fatalf("container %q: want lower-case letters, digits and inner dashes", name)
+	}
+	p.mu.Lock()
+	dup := slices.ContainsFunc(p.procs, func(o *Process) bool { return o.Name == name })
+	p.mu.Unlock()
+	if dup {
+		p.t.Fatalf("container %q: already in pod %s", name, p.Name)
+	}
+}
+
+// launch starts runc run on the bundle and registers the container with
+// its pod. Foreground runc run, not --detach: it returns the exit code of
+// the container's process 1 (128+N when killed by signal N), and with no
+// terminal it hands our pipes straight to that process. A detached
+// container's exit status would be lost to whoever reaps it.
+func (pr *Process) launch(bundle string) error {
+	p := pr.pod
 	cmd := exec.Command("runc", "--root", p.root, "--log", pr.log, "--log-format", "json",
 		"run", "--bundle", bundle, pr.ID)
 	cmd.Stdout = &pr.stdout
@@ -124,7 +139,7 @@ func (p *Pod) Start(c Container) *Process {
 	// A process the container left behind could hold our pipes open.
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
-		p.t.Fatalf("container %s: %v", c.Name, err)
+		return err
 	}
 	// Only now, as cleanup waits for the containers it knows to end.
 	p.mu.Lock()
@@ -134,7 +149,7 @@ func (p *Pod) Start(c Container) *Process {
 		pr.code, pr.err = pr.exitStatus(cmd.Wait())
 		close(pr.done)
 	}()
-	return pr
+	return nil
 }
 
 // bundle prepares the runc bundle of c: a root filesystem and a
@@ -196,11 +211,21 @@ func (p *Pod) bundle(c Container, dir, bundle string) error {
 
 // editSpec makes a generated config.json describe c as a member of the pod.
 func (p *Pod) editSpec(spec map[string]any, c Container, img imageConfig, dir string) error {
+	if err := p.editProcess(object(spec, "process"), c, img); err != nil {
+		return err
+	}
+	object(spec, "root")["readonly"] = c.ReadOnly
+	spec["hostname"] = p.Name
+	p.joinNetwork(object(spec, "linux"))
+	return p.addMounts(spec, c, dir)
+}
+
+// editProcess sets what c runs, with what environment, as whom.
+func (p *Pod) editProcess(process map[string]any, c Container, img imageConfig) error {
 	args := containerArgs(c, img)
 	if len(args) == 0 {
 		return errors.New("no command: set Command, or use an image with an entrypoint")
 	}
-	process := object(spec, "process")
 	process["terminal"] = false
 	process["args"] = args
 	process["env"] = mergeEnv([]string{defaultPath}, img.Env, []string{"HOSTNAME=" + p.Name}, c.Env)
@@ -215,11 +240,11 @@ func (p *Pod) editSpec(spec map[string]any, c Container, img imageConfig, dir st
 	// app needs, and what a pod that drops ALL gets.
 	none := []string{}
 	process["capabilities"] = map[string]any{"bounding": none, "effective": none, "permitted": none}
+	return nil
+}
 
-	object(spec, "root")["readonly"] = c.ReadOnly
-	spec["hostname"] = p.Name
-
-	linux := object(spec, "linux")
+// joinNetwork puts the container in the pod's network namespace.
+func (p *Pod) joinNetwork(linux map[string]any) {
 	namespaces, _ := linux["namespaces"].([]any)
 	joined := false
 	for _, ns := range namespaces {
@@ -232,7 +257,10 @@ func (p *Pod) editSpec(spec map[string]any, c Container, img imageConfig, dir st
 		namespaces = append(namespaces, map[string]any{"type": "network", "path": "/run/netns/" + p.Name})
 	}
 	linux["namespaces"] = namespaces
+}
 
+// addMounts mounts c's volumes and files, which it writes under dir.
+func (p *Pod) addMounts(spec map[string]any, c Container, dir string) error {
 	mounts, _ := spec["mounts"].([]any)
 	for _, m := range c.Mounts {
 		if !validName(m.Volume) {

@@ -8,15 +8,6 @@
 // either a directory of static binaries (Scratch) or an OCI image layout
 // (BuildImage, DockerfileImage) unpacked with umoci.
 //
-//	p := pod.New(t)
-//	p.Run(pod.Container{Name: "install", Image: img, Args: []string{"install", "/meshgate"},
-//		Mounts: []pod.Mount{{Volume: "bin", Path: "/meshgate"}}})
-//	app := p.Start(pod.Container{Name: "app", Rootfs: pod.Scratch(t, map[string]string{"/app": appBin}),
-//		Command: []string{"/meshgate/meshgate", "--", "/app"}, User: "65532:65532", ReadOnly: true,
-//		Mounts: []pod.Mount{{Volume: "bin", Path: "/meshgate", ReadOnly: true}}})
-//	err := app.WaitOutput("ready", 5*time.Second)
-//	code := app.Wait()
-//
 // Everything a pod creates is removed when its test ends, also when the
 // test fails: its containers (runc delete --force), its network namespace
 // and its directories. Each pod has its own runc state directory and
@@ -153,9 +144,7 @@ func (p *Pod) cleanup() {
 	}
 	if p.t.Failed() {
 		for _, pr := range procs {
-			select {
-			case <-pr.done:
-			default:
+			if !pr.ended() {
 				continue // stop reported it
 			}
 			p.t.Logf("container %s: %s\nstdout:\n%s\nstderr:\n%s", pr.Name, pr.status(), pr.Stdout(), pr.Stderr())

@@ -72,24 +72,43 @@ func (pr *Process) Kill(sig syscall.Signal) error {
 // PID waits for the container to be running and returns the host PID of
 // its process 1.
 func (pr *Process) PID() (int, error) {
+	var st containerState
+	var err error
+	poll(10*time.Millisecond, func() bool {
+		st, err = pr.state()
+		return err == nil && st.Status == "running" || pr.ended()
+	})
+	switch {
+	case err == nil && st.Status == "running":
+		return st.Pid, nil
+	case pr.ended():
+		return 0, fmt.Errorf("container %s: ended: %s", pr.Name, pr.status())
+	case err == nil:
+		err = fmt.Errorf("status %s", st.Status)
+	}
+	return 0, fmt.Errorf("container %s: not running after %v: %w", pr.Name, startTimeout, err)
+}
+
+// poll calls try, pause apart, until it returns true or startTimeout has
+// passed, and reports whether it did.
+func poll(pause time.Duration, try func() bool) bool {
 	deadline := time.Now().Add(startTimeout)
-	for {
-		st, err := pr.state()
-		if err == nil && st.Status == "running" {
-			return st.Pid, nil
-		}
-		select {
-		case <-pr.done:
-			return 0, fmt.Errorf("container %s: ended: %s", pr.Name, pr.status())
-		default:
-		}
+	for !try() {
 		if time.Now().After(deadline) {
-			if err == nil {
-				err = fmt.Errorf("status %s", st.Status)
-			}
-			return 0, fmt.Errorf("container %s: not running after %v: %w", pr.Name, startTimeout, err)
+			return false
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(pause)
+	}
+	return true
+}
+
+// ended reports whether the container has exited.
+func (pr *Process) ended() bool {
+	select {
+	case <-pr.done:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -101,12 +120,10 @@ func (pr *Process) WaitOutput(s string, timeout time.Duration) error {
 	if testkit.WaitFor(s, timeout, pr.done, &pr.stdout, &pr.stderr) {
 		return nil
 	}
-	select {
-	case <-pr.done:
+	if pr.ended() {
 		return fmt.Errorf("container %s: ended (%s) before writing %q", pr.Name, pr.status(), s)
-	default:
-		return fmt.Errorf("container %s: no %q after %v", pr.Name, s, timeout)
 	}
+	return fmt.Errorf("container %s: no %q after %v", pr.Name, s, timeout)
 }
 
 type containerState struct {
@@ -179,23 +196,13 @@ func (pr *Process) stop() {
 // container still being created does not exist for runc kill yet; its
 // errors are of no interest, the wait tells.
 func (pr *Process) killUntilDone() bool {
-	deadline := time.Now().Add(startTimeout)
-	for {
-		select {
-		case <-pr.done:
+	return poll(50*time.Millisecond, func() bool {
+		if pr.ended() {
 			return true
-		default:
-		}
-		if time.Now().After(deadline) {
-			return false
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), toolTimeout)
+		defer cancel()
 		command(ctx, "runc", "--root", pr.pod.root, "kill", pr.ID, "KILL")
-		cancel()
-		select {
-		case <-pr.done:
-			return true
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+		return false
+	})
 }
