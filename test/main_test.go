@@ -8,15 +8,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -100,12 +97,14 @@ func proxy(t *testing.T, e *sidecar.Emulator, phases string) (ready, quit string
 		t.Fatal(err)
 	}
 	for try := 0; ; try++ {
-		e.Addr = freeAddr(t)
-		err := e.Set(ps[0].State)
+		e.Addr, err = sidecar.FreeAddr()
+		if err == nil {
+			err = e.Set(ps[0].State)
+		}
 		if err == nil {
 			break
 		}
-		// Another process took the port since freeAddr looked: take
+		// Another process took the port since FreeAddr looked: take
 		// another.
 		if !errors.Is(err, syscall.EADDRINUSE) || try == 10 {
 			t.Fatal(err)
@@ -126,27 +125,6 @@ func ready(t *testing.T) (e *sidecar.Emulator, ready, quit string) {
 	e = &sidecar.Emulator{QuitStays: true}
 	ready, quit = proxy(t, e, "200")
 	return e, ready, quit
-}
-
-// nextPort hands out ports below the kernel's ephemeral range (32768 and
-// up by default), so that no client connection of a parallel test takes
-// the port of an emulator that is in its "closed" phase. Each test
-// process starts at a random place, away from other processes' ports.
-var nextPort atomic.Int32
-
-// freeAddr finds a loopback port that nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	nextPort.CompareAndSwap(0, int32(20000+rand.IntN(10000)))
-	for range 100 {
-		addr := "127.0.0.1:" + strconv.Itoa(int(nextPort.Add(1)))
-		if ln, err := net.Listen("tcp", addr); err == nil {
-			ln.Close()
-			return addr
-		}
-	}
-	t.Fatal("no free port")
-	return ""
 }
 
 // gate is one run of the meshgate binary, or of a command that runs it,

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -121,7 +120,7 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 			return 1
 		}
 	}
-	b := &bench{cfg: cfg, env: childEnv(environ), log: stderr, lastPort: portLow + rand.IntN(portHigh-portLow)}
+	b := &bench{cfg: cfg, env: childEnv(environ), log: stderr}
 	// The children's PATH is ours, the one the shell loop will use.
 	b.curl, _ = exec.LookPath("curl")
 	if b.dir, err = os.MkdirTemp("", "meshgate-bench-"); err != nil {

@@ -7,13 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -29,22 +27,14 @@ const readyPath = "/healthz/ready"
 // loaded machine adds more.
 const trialSlack = 15 * time.Second
 
-// Ports below Linux's ephemeral range (32768 and up by default).
-const (
-	portLow  = 20000
-	portHigh = 32768
-)
-
 // bench is what every measurement shares.
 type bench struct {
-	cfg      config
-	env      []string // children's environment
-	curl     string   // curl's path; empty when missing, and the baseline is skipped
-	dir      string   // app reports
-	log      io.Writer
-	runs     int // names each app report
-	portMu   sync.Mutex
-	lastPort int // starts at random, so that two benchmarks at once rarely meet
+	cfg  config
+	env  []string // children's environment
+	curl string   // curl's path; empty when missing, and the baseline is skipped
+	dir  string   // app reports
+	log  io.Writer
+	runs int // names each app report
 }
 
 func (b *bench) progress(format string, args ...any) {
@@ -170,7 +160,7 @@ type mark struct {
 // and returns when the waiter has exited.
 func (b *bench) runTrial(ctx context.Context, t trial) (trialResult, error) {
 	var res trialResult
-	addr, err := b.port()
+	addr, err := sidecar.FreeAddr()
 	if err != nil {
 		return res, err
 	}
@@ -252,7 +242,7 @@ func span(marks []mark, s sidecar.State) tally {
 // steady starts an emulator on a fresh port that answers state until it
 // is closed, and returns its readiness URL.
 func (b *bench) steady(state sidecar.State) (*sidecar.Emulator, string, error) {
-	addr, err := b.port()
+	addr, err := sidecar.FreeAddr()
 	if err != nil {
 		return nil, "", err
 	}
@@ -277,22 +267,4 @@ func readStart(path string) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("app report %s: no start_unix_nano", path)
 	}
 	return time.Unix(0, r.StartNano), nil
-}
-
-// port returns a loopback address on a port below the ephemeral range
-// that nothing listens on, a different one each time, so that no outgoing
-// connection, of ours or of the machine, holds the port a trial listens
-// on, and so that a closed port really refuses.
-func (b *bench) port() (string, error) {
-	// cost starts its waiters' emulators side by side.
-	b.portMu.Lock()
-	defer b.portMu.Unlock()
-	for range portHigh - portLow {
-		b.lastPort = portLow + (b.lastPort+1-portLow)%(portHigh-portLow)
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(b.lastPort))
-		if ln, err := net.Listen("tcp", addr); err == nil {
-			return addr, ln.Close()
-		}
-	}
-	return "", fmt.Errorf("no free loopback port in [%d, %d)", portLow, portHigh)
 }

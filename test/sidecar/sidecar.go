@@ -6,6 +6,7 @@ package sidecar
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -64,6 +65,29 @@ func (s State) check() error {
 
 // Ready reports whether the state answers "ready".
 func (s State) Ready() bool { return len(s) == 3 && s[0] == '2' }
+
+// Ports are handed out below Linux's ephemeral range (32768 and up by
+// default), so that no outgoing connection, of this process or of the
+// machine, holds the port of an emulator whose phase is closed, and a
+// closed port really refuses. Each process starts at a random place, away
+// from the ports of others.
+const portLow, portHigh = 20000, 32768
+
+var lastPort atomic.Int32
+
+// FreeAddr returns a loopback address on a port that nothing listens on, a
+// different one each time.
+func FreeAddr() (string, error) {
+	lastPort.CompareAndSwap(0, int32(portLow+rand.IntN(portHigh-portLow)))
+	for range portHigh - portLow {
+		port := portLow + (int(lastPort.Add(1))-portLow)%(portHigh-portLow)
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		if ln, err := net.Listen("tcp", addr); err == nil {
+			return addr, ln.Close()
+		}
+	}
+	return "", fmt.Errorf("no free loopback port in [%d, %d)", portLow, portHigh)
+}
 
 // Emulator serves a readiness endpoint on Addr.
 type Emulator struct {
