@@ -81,32 +81,31 @@ func (b *bench) busy(ctx context.Context) ([]row, []goal, error) {
 }
 
 // notice measures how long after the proxy turns ready the app starts.
-// Each trial draws its phases once and runs every waiter through them, one
-// after the other in an order that turns, so that the waiters meet the same
-// proxies and none always follows another.
+// Each trial draws its phases once and runs every waiter through them, so
+// that the waiters meet the same proxies.
 func (b *bench) notice(ctx context.Context, mode string, trials int) ([]row, []goal, error) {
 	ws := b.waiters()
 	r := rand.New(rand.NewPCG(b.cfg.seed, b.cfg.seed))
+	phases := make([][]sidecar.Phase, trials)
+	for i := range phases {
+		phases[i] = b.noticePhases(r)
+	}
 	late := make([][]time.Duration, len(ws))
 	spent := make([]tally, len(ws))
-	for i := range trials {
-		phases := b.noticePhases(r)
-		said := make([]string, len(ws))
-		for k := range ws {
-			j := (k + i) % len(ws)
-			res, err := b.runTrial(ctx, trial{phases: phases, w: ws[j], app: true})
-			if err == nil && res.appStart.Before(res.readyAt) {
-				err = fmt.Errorf("the app started %s before the proxy was ready", ms(res.readyAt.Sub(res.appStart)))
-			}
-			if err != nil {
-				return nil, nil, fmt.Errorf("%s trial %d, %s: %w", mode, i+1, ws[j].name, err)
-			}
-			d := res.appStart.Sub(res.readyAt)
-			late[j] = append(late[j], d)
-			spent[j].add(res.notReady)
-			said[j] = ws[j].name + " " + ms(d)
+	err := inTurns(trials, ws, func(i, j int) (string, error) {
+		res, err := b.runTrial(ctx, trial{phases: phases[i], w: ws[j], app: true})
+		if err == nil && res.appStart.Before(res.readyAt) {
+			err = fmt.Errorf("the app started %s before the proxy was ready", ms(res.readyAt.Sub(res.appStart)))
 		}
-		b.progress("notice, %s, %d/%d (%s): %s", mode, i+1, trials, describe(phases), strings.Join(said, ", "))
+		d := res.appStart.Sub(res.readyAt)
+		late[j] = append(late[j], d)
+		spent[j].add(res.notReady)
+		return ms(d), err
+	}, func(i int, said string) {
+		b.progress("notice, %s, %d/%d (%s): %s", mode, i+1, trials, describe(phases[i]), said)
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s %w", mode, err)
 	}
 	rows := make([]row, 5)
 	for q, stat := range []string{"p50", "p90", "p99", "max"} {
@@ -128,6 +127,26 @@ func (b *bench) notice(ctx context.Context, mode string, trials int) ([]row, []g
 		{fmt.Sprintf("notice p99, %s ≤ %s and ≤ fixed 50 ms loop's ÷ %g (%s)", mode, ms(goalP99), goalP99Ratio, ms(ref99)),
 			ms(p99), ms(bound99), p99 <= bound99},
 	}, nil
+}
+
+// inTurns runs rounds of one run of each waiter, in an order that turns
+// from round to round, so that none always follows another. run(i, j)
+// makes round i's run of waiter j and says how it went; done(i, said)
+// hears what the runs of round i said.
+func inTurns(rounds int, ws []waiter, run func(i, j int) (string, error), done func(i int, said string)) error {
+	for i := range rounds {
+		said := make([]string, len(ws))
+		for k := range ws {
+			j := (k + i) % len(ws)
+			s, err := run(i, j)
+			if err != nil {
+				return fmt.Errorf("trial %d, %s: %w", i+1, ws[j].name, err)
+			}
+			said[j] = ws[j].name + " " + s
+		}
+		done(i, strings.Join(said, ", "))
+	}
+	return nil
 }
 
 // noticePhases draws a proxy: closed for U[0, max), 503 for U[min, max),
@@ -155,29 +174,25 @@ func (b *bench) overhead(ctx context.Context) ([]row, []goal, error) {
 	}
 	defer e.Close()
 	ws := b.waiters()
-	ways := [][]string{{b.cfg.app}}
-	for _, w := range ws {
-		ways = append(ways, w.argv(url, true))
-	}
+	bare := waiter{name: "direct", argv: func(string, bool) []string { return []string{b.cfg.app} }}
+	ways := append([]waiter{bare}, ws...)
 	took := make([][]time.Duration, len(ways))
 	// Round 0 is not kept: the first run of each binary pays for reading
 	// it from disk.
-	for i := range b.cfg.overheadRuns + 1 {
-		for k := range ways {
-			// Turn the order, so that none always follows another.
-			k = (k + i) % len(ways)
-			d, err := b.startDelay(ctx, ways[k])
-			if err != nil {
-				return nil, nil, err
-			}
-			if i > 0 {
-				took[k] = append(took[k], d)
-			}
+	err = inTurns(b.cfg.overheadRuns+1, ways, func(i, k int) (string, error) {
+		d, err := b.startDelay(ctx, ways[k].argv(url, true))
+		if i > 0 {
+			took[k] = append(took[k], d)
 		}
+		return ms(d), err
+	}, func(i int, _ string) {
 		if i%10 == 0 && i > 0 || i == b.cfg.overheadRuns {
 			b.progress("overhead %d/%d: median %s direct, %s behind meshgate, %s behind the no-pause loop", i, b.cfg.overheadRuns,
 				ms(quantile(took[0], 0.5)), ms(quantile(took[1], 0.5)), ms(quantile(took[2], 0.5)))
 		}
+	})
+	if err != nil {
+		return nil, nil, err
 	}
 	direct := quantile(took[0], 0.5)
 	medians, overs := make([]string, len(ws)), make([]string, len(ws))
@@ -215,21 +230,18 @@ func (b *bench) load(ctx context.Context) ([]row, []goal, error) {
 	ws := b.waiters()
 	phases := []sidecar.Phase{{State: sidecar.Closed, For: 300 * time.Millisecond}, {State: "503", For: b.cfg.loadNotReady}, {State: "200"}}
 	spent := make([]tally, len(ws))
-	for t := range b.cfg.loadTrials {
-		said := make([]string, len(ws))
-		for k := range ws {
-			j := (k + t) % len(ws)
-			res, err := b.runTrial(ctx, trial{phases: phases, cost: b.cfg.loadCost, w: ws[j]})
-			if err == nil && res.notReady.window == 0 {
-				err = errors.New("the emulator did not go through its phases")
-			}
-			if err != nil {
-				return nil, nil, fmt.Errorf("trial %d, %s: %w", t+1, ws[j].name, err)
-			}
-			spent[j].add(res.notReady)
-			said[j] = ws[j].name + " " + res.notReady.rate()
+	err := inTurns(b.cfg.loadTrials, ws, func(_, j int) (string, error) {
+		res, err := b.runTrial(ctx, trial{phases: phases, cost: b.cfg.loadCost, w: ws[j]})
+		if err == nil && res.notReady.window == 0 {
+			err = errors.New("the emulator did not go through its phases")
 		}
-		b.progress("load %s per answer, trial %d/%d: %s", ms(b.cfg.loadCost), t+1, b.cfg.loadTrials, strings.Join(said, "; "))
+		spent[j].add(res.notReady)
+		return res.notReady.rate(), err
+	}, func(i int, said string) {
+		b.progress("load %s per answer, trial %d/%d: %s", ms(b.cfg.loadCost), i+1, b.cfg.loadTrials, said)
+	})
+	if err != nil {
+		return nil, nil, err
 	}
 	rates, shares := make([]string, len(ws)), make([]string, len(ws))
 	for j, t := range spent {
