@@ -391,94 +391,99 @@ func TestCheckPodFindsMistakes(t *testing.T) {
 			Exec: &corev1.ExecAction{Command: append([]string{"/meshgate/meshgate"}, args...)}}}
 	}
 	env := func(s *pod, k, v string) { app(s).Env = append(app(s).Env, corev1.EnvVar{Name: k, Value: v}) }
-	tests := []struct {
+	// The cases, by the example they break.
+	tests := map[string][]struct {
 		name   string
-		from   string // the example to break; deployment if empty
 		mutate func(s *pod)
 		want   string // part of one error; "" for none
 	}{
-		{"volume not an emptyDir", "", func(s *pod) {
-			s.Spec.Volumes[0].VolumeSource = corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/tmp"}}
-		}, `volume "meshgate": got another kind of volume, want an emptyDir`},
-		{"no volume", "", func(s *pod) { s.Spec.Volumes = nil }, `got no such volume`},
-		{"no installer", "", func(s *pod) { s.Spec.InitContainers = nil }, `got no init container before it that installs meshgate there`},
-		{"installer without install", "", func(s *pod) { install(s).Args = []string{"/meshgate"} }, `want install [flags] DIR`},
-		{"installs elsewhere", "", func(s *pod) { install(s).Args = []string{"install", "/opt"} }, `installs into /opt: got no volume mounted there`},
-		{"installer given a bad flag", "", func(s *pod) { install(s).Args = []string{"install", "--log-levl", "debug", "/meshgate"} },
-			`init container "meshgate-install": meshgate install --log-levl debug /meshgate: got exit 2, want 0: meshgate: unknown flag: --log-levl`},
-		{"installer mount read-only", "", func(s *pod) { install(s).VolumeMounts[0].ReadOnly = true }, `mounted read-only at /meshgate, want it writable`},
-		{"app mount missing", "", func(s *pod) { app(s).VolumeMounts = nil }, `got no volume mounted at /meshgate`},
-		{"app mount writable", "", func(s *pod) { app(s).VolumeMounts[0].ReadOnly = false }, `want readOnly: true`},
-		{"binary by relative path", "", func(s *pod) { app(s).Command[0] = "meshgate" }, `want the absolute path`},
-		{"no --", "", func(s *pod) { command(s, "--preset", "istio", "/app/server") }, `got exit 2, want 0: meshgate: missing -- before the command "/app/server"`},
-		{"nothing after --", "", func(s *pod) { command(s, "--preset", "istio", "--") }, `meshgate: missing command after --`},
-		{"app command in args", "", func(s *pod) { command(s, "--preset", "istio"); app(s).Args = []string{"/app/server"} },
-			`meshgate: missing -- before the command "/app/server"`},
-		{"unknown flag", "", func(s *pod) { app(s).Command[1] = "--mesh" }, `meshgate: unknown flag: --mesh`},
-		{"boolean with a bad value", "", func(s *pod) { insert(s, "--disabled=yes") }, `invalid argument "yes" for "--disabled" flag`},
-		{"unknown mode", "", func(s *pod) { command(s, "wiat", "--preset", "istio") }, `meshgate: unknown command "wiat"`},
-		{"probe runs wait", "", func(s *pod) { app(s).StartupProbe = probe(2, "wait") }, `startupProbe: got wait, want check`},
-		{"probe timeout too short", "", func(s *pod) { app(s).ReadinessProbe = probe(0, "check") }, `readinessProbe: got timeoutSeconds 0, want at least 2`},
-		{"probe attempt from a variable", "", func(s *pod) { env(s, "MESHGATE_ATTEMPT_TIMEOUT", "5s"); app(s).ReadinessProbe = probe(2, "check") },
-			`got timeoutSeconds 2, want at least 6`},
-		{"check given a wait flag", "", func(s *pod) { app(s).ReadinessProbe = probe(2, "check", "--on-timeout", "start") },
-			`readinessProbe: meshgate check --on-timeout start: got exit 2, want 0: meshgate: unknown flag: --on-timeout`},
-		{"preStop hook", "", func(s *pod) {
-			app(s).Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Exec: probe(0, "wait").Exec}}
-		}, `preStop hook: got meshgate here`},
-		{"init container before the installer", "", func(s *pod) { s.Spec.InitContainers = slices.Insert(s.Spec.InitContainers, 0, *app(s)) },
-			`"app", command: runs /meshgate/meshgate from volume "meshgate": got no init container before it`},
-		{"installed but unused", "", func(s *pod) { app(s).Command = []string{"/app/server"} }, `no container runs meshgate`},
-		{"pod not non-root", "", func(s *pod) { s.Spec.SecurityContext.RunAsNonRoot = nil }, `pod securityContext.runAsNonRoot: got null, want true`},
-		{"app as root", "", func(s *pod) { *app(s).SecurityContext.RunAsUser = 0 }, `container "app" securityContext.runAsUser: got 0, want another user than root`},
-		{"capabilities kept", "", func(s *pod) { app(s).SecurityContext.Capabilities.Drop = []corev1.Capability{"NET_RAW"} }, `securityContext.capabilities: got {"drop":["NET_RAW"]}, want {"drop":["ALL"]}`},
-		{"no container securityContext", "", func(s *pod) { app(s).SecurityContext = nil }, `container "app" securityContext.runAsNonRoot: got null, want true`},
-		{"misspelt variable", "", func(s *pod) { env(s, "MESHGATE_TIMOUT", "30s") }, `env MESHGATE_TIMOUT: got a variable meshgate does not read`},
-		{"bad variable value", "", func(s *pod) { env(s, "MESHGATE_ON_TIMEOUT", "continue") }, `got exit 2, want 0: meshgate: MESHGATE_ON_TIMEOUT must be fail or start, got "continue"`},
-		{"bad MESHGATE_DISABLED", "", func(s *pod) { env(s, "MESHGATE_DISABLED", "yes") }, `env MESHGATE_DISABLED="yes": want true or false`},
-		{"good variables", "", func(s *pod) {
-			env(s, "MESHGATE_TIMEOUT", "10s")
-			env(s, "MESHGATE_DISABLED", "true")
-			env(s, "MESHGATE_PROBE", "http://localhost:1/a, tcp://localhost:2")
-		}, ""},
-
-		// Jobs, and the quit.
-		{"quit in a Deployment", "", func(s *pod) { insert(s, "--quit") }, `container "app" quits the proxy: got restartPolicy Always, want Never or OnFailure`},
-		{"Job without the quit", job, func(s *pod) { command(s, "--preset", "istio", "--", "/app/migrate") }, `container "migrate": got restartPolicy Never and no --quit, want --quit`},
-		{"Job on a native sidecar without the quit", job, func(s *pod) {
-			command(s, "--preset", "istio", "--", "/app/migrate")
-			s.Annotations["sidecar.istio.io/nativeSidecar"] = "true"
-		}, ""},
-		{"quit with a native sidecar", job, func(s *pod) { s.Annotations["sidecar.istio.io/nativeSidecar"] = "true" }, `got annotation sidecar.istio.io/nativeSidecar: "true", want no --quit`},
-		{"quit with a native sidecar in the spec", job, func(s *pod) {
-			proxy := corev1.Container{Name: "proxy", Image: "example.com/proxy:1.0", RestartPolicy: new(corev1.ContainerRestartPolicyAlways)}
-			s.Spec.InitContainers = append(s.Spec.InitContainers, proxy)
-		}, `got init container "proxy" with restartPolicy Always, want no --quit`},
-		{"OnFailure quitting after a failure", cronJob, func(s *pod) { command(s, "--preset", "istio", "--quit", "--", "/app/report") }, `got --quit-on always with restartPolicy OnFailure, want success`},
-		{"remote quit URL", job, func(s *pod) { insert(s, "--quit-url", "http://10.0.0.1:15020/quitquitquit") }, `is not loopback`},
-		{"remote quit URL allowed", job, func(s *pod) { insert(s, "--quit-url", "http://192.0.2.1:15020/quitquitquit", "--quit-allow-remote") }, ""},
-		{"quit timeout not a duration", job, func(s *pod) { env(s, "MESHGATE_QUIT_TIMEOUT", "10") }, `MESHGATE_QUIT_TIMEOUT="10"`},
-		{"Linkerd quit not enabled", linkerdJob, func(s *pod) { delete(s.Annotations, linkerdShutdown) },
-			`quits Linkerd's proxy: got no annotation config.linkerd.io/proxy-admin-shutdown: enabled`},
+		deployment: {
+			{"volume not an emptyDir", func(s *pod) {
+				s.Spec.Volumes[0].VolumeSource = corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/tmp"}}
+			}, `volume "meshgate": got another kind of volume, want an emptyDir`},
+			{"no volume", func(s *pod) { s.Spec.Volumes = nil }, `got no such volume`},
+			{"no installer", func(s *pod) { s.Spec.InitContainers = nil }, `got no init container before it that installs meshgate there`},
+			{"installer without install", func(s *pod) { install(s).Args = []string{"/meshgate"} }, `want install [flags] DIR`},
+			{"installs elsewhere", func(s *pod) { install(s).Args = []string{"install", "/opt"} }, `installs into /opt: got no volume mounted there`},
+			{"installer given a bad flag", func(s *pod) { install(s).Args = []string{"install", "--log-levl", "debug", "/meshgate"} },
+				`init container "meshgate-install": meshgate install --log-levl debug /meshgate: got exit 2, want 0: meshgate: unknown flag: --log-levl`},
+			{"installer mount read-only", func(s *pod) { install(s).VolumeMounts[0].ReadOnly = true }, `mounted read-only at /meshgate, want it writable`},
+			{"app mount missing", func(s *pod) { app(s).VolumeMounts = nil }, `got no volume mounted at /meshgate`},
+			{"app mount writable", func(s *pod) { app(s).VolumeMounts[0].ReadOnly = false }, `want readOnly: true`},
+			{"binary by relative path", func(s *pod) { app(s).Command[0] = "meshgate" }, `want the absolute path`},
+			{"no --", func(s *pod) { command(s, "--preset", "istio", "/app/server") }, `got exit 2, want 0: meshgate: missing -- before the command "/app/server"`},
+			{"nothing after --", func(s *pod) { command(s, "--preset", "istio", "--") }, `meshgate: missing command after --`},
+			{"app command in args", func(s *pod) { command(s, "--preset", "istio"); app(s).Args = []string{"/app/server"} },
+				`meshgate: missing -- before the command "/app/server"`},
+			{"unknown flag", func(s *pod) { app(s).Command[1] = "--mesh" }, `meshgate: unknown flag: --mesh`},
+			{"boolean with a bad value", func(s *pod) { insert(s, "--disabled=yes") }, `invalid argument "yes" for "--disabled" flag`},
+			{"unknown mode", func(s *pod) { command(s, "wiat", "--preset", "istio") }, `meshgate: unknown command "wiat"`},
+			{"probe runs wait", func(s *pod) { app(s).StartupProbe = probe(2, "wait") }, `startupProbe: got wait, want check`},
+			{"probe timeout too short", func(s *pod) { app(s).ReadinessProbe = probe(0, "check") }, `readinessProbe: got timeoutSeconds 0, want at least 2`},
+			{"probe attempt from a variable", func(s *pod) { env(s, "MESHGATE_ATTEMPT_TIMEOUT", "5s"); app(s).ReadinessProbe = probe(2, "check") },
+				`got timeoutSeconds 2, want at least 6`},
+			{"check given a wait flag", func(s *pod) { app(s).ReadinessProbe = probe(2, "check", "--on-timeout", "start") },
+				`readinessProbe: meshgate check --on-timeout start: got exit 2, want 0: meshgate: unknown flag: --on-timeout`},
+			{"preStop hook", func(s *pod) {
+				app(s).Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Exec: probe(0, "wait").Exec}}
+			}, `preStop hook: got meshgate here`},
+			{"init container before the installer", func(s *pod) { s.Spec.InitContainers = slices.Insert(s.Spec.InitContainers, 0, *app(s)) },
+				`"app", command: runs /meshgate/meshgate from volume "meshgate": got no init container before it`},
+			{"installed but unused", func(s *pod) { app(s).Command = []string{"/app/server"} }, `no container runs meshgate`},
+			{"pod not non-root", func(s *pod) { s.Spec.SecurityContext.RunAsNonRoot = nil }, `pod securityContext.runAsNonRoot: got null, want true`},
+			{"app as root", func(s *pod) { *app(s).SecurityContext.RunAsUser = 0 }, `container "app" securityContext.runAsUser: got 0, want another user than root`},
+			{"capabilities kept", func(s *pod) { app(s).SecurityContext.Capabilities.Drop = []corev1.Capability{"NET_RAW"} }, `securityContext.capabilities: got {"drop":["NET_RAW"]}, want {"drop":["ALL"]}`},
+			{"no container securityContext", func(s *pod) { app(s).SecurityContext = nil }, `container "app" securityContext.runAsNonRoot: got null, want true`},
+			{"misspelt variable", func(s *pod) { env(s, "MESHGATE_TIMOUT", "30s") }, `env MESHGATE_TIMOUT: got a variable meshgate does not read`},
+			{"bad variable value", func(s *pod) { env(s, "MESHGATE_ON_TIMEOUT", "continue") }, `got exit 2, want 0: meshgate: MESHGATE_ON_TIMEOUT must be fail or start, got "continue"`},
+			{"bad MESHGATE_DISABLED", func(s *pod) { env(s, "MESHGATE_DISABLED", "yes") }, `env MESHGATE_DISABLED="yes": want true or false`},
+			{"good variables", func(s *pod) {
+				env(s, "MESHGATE_TIMEOUT", "10s")
+				env(s, "MESHGATE_DISABLED", "true")
+				env(s, "MESHGATE_PROBE", "http://localhost:1/a, tcp://localhost:2")
+			}, ""},
+			{"quit in a Deployment", func(s *pod) { insert(s, "--quit") }, `container "app" quits the proxy: got restartPolicy Always, want Never or OnFailure`},
+		},
+		job: {
+			{"Job without the quit", func(s *pod) { command(s, "--preset", "istio", "--", "/app/migrate") }, `container "migrate": got restartPolicy Never and no --quit, want --quit`},
+			{"Job on a native sidecar without the quit", func(s *pod) {
+				command(s, "--preset", "istio", "--", "/app/migrate")
+				s.Annotations["sidecar.istio.io/nativeSidecar"] = "true"
+			}, ""},
+			{"quit with a native sidecar", func(s *pod) { s.Annotations["sidecar.istio.io/nativeSidecar"] = "true" }, `got annotation sidecar.istio.io/nativeSidecar: "true", want no --quit`},
+			{"quit with a native sidecar in the spec", func(s *pod) {
+				proxy := corev1.Container{Name: "proxy", Image: "example.com/proxy:1.0", RestartPolicy: new(corev1.ContainerRestartPolicyAlways)}
+				s.Spec.InitContainers = append(s.Spec.InitContainers, proxy)
+			}, `got init container "proxy" with restartPolicy Always, want no --quit`},
+			{"remote quit URL", func(s *pod) { insert(s, "--quit-url", "http://10.0.0.1:15020/quitquitquit") }, `is not loopback`},
+			{"remote quit URL allowed", func(s *pod) { insert(s, "--quit-url", "http://192.0.2.1:15020/quitquitquit", "--quit-allow-remote") }, ""},
+			{"quit timeout not a duration", func(s *pod) { env(s, "MESHGATE_QUIT_TIMEOUT", "10") }, `MESHGATE_QUIT_TIMEOUT="10"`},
+		},
+		cronJob: {{"OnFailure quitting after a failure", func(s *pod) { command(s, "--preset", "istio", "--quit", "--", "/app/report") },
+			`got --quit-on always with restartPolicy OnFailure, want success`}},
+		linkerdJob: {{"Linkerd quit not enabled", func(s *pod) { delete(s.Annotations, linkerdShutdown) },
+			`quits Linkerd's proxy: got no annotation config.linkerd.io/proxy-admin-shutdown: enabled`}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			var obj any
-			docs, err := readDocuments(cmp.Or(tt.from, deployment)) // a fresh copy for each case
-			if err == nil {
-				obj, err = decodeObject(docs[0].json)
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			tmpl := podTemplate(obj)
-			tt.mutate(&tmpl)
-			errs := checkPod(b, tmpl)
-			found := slices.ContainsFunc(errs, func(err error) bool { return strings.Contains(err.Error(), tt.want) })
-			if tt.want == "" && len(errs) > 0 || tt.want != "" && !found {
-				t.Errorf("got %q, want an error containing %q (none if empty)", errs, tt.want)
-			}
-		})
+	for from, cases := range tests {
+		for _, tt := range cases {
+			t.Run(tt.name, func(t *testing.T) {
+				t.Parallel()
+				var obj any
+				docs, err := readDocuments(from) // a fresh copy for each case
+				if err == nil {
+					obj, err = decodeObject(docs[0].json)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				tmpl := podTemplate(obj)
+				tt.mutate(&tmpl)
+				errs := checkPod(b, tmpl)
+				found := slices.ContainsFunc(errs, func(err error) bool { return strings.Contains(err.Error(), tt.want) })
+				if tt.want == "" && len(errs) > 0 || tt.want != "" && !found {
+					t.Errorf("got %q, want an error containing %q (none if empty)", errs, tt.want)
+				}
+			})
+		}
 	}
 }
