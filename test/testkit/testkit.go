@@ -144,12 +144,6 @@ func must(t testing.TB) func(string, error) string {
 	}
 }
 
-// Meshgate returns the gate under test: MESHGATE_BIN, or a build.
-func Meshgate(t testing.TB) string {
-	t.Helper()
-	return must(t)(Binary("MESHGATE_BIN", "./cmd/meshgate"))
-}
-
 // Inject returns the injector under test: MESHGATE_INJECT_BIN, or a build.
 func Inject(t testing.TB) string {
 	t.Helper()
